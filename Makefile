@@ -1,0 +1,43 @@
+# Quick start: `make demo`, then `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch; override e.g. `make TORCH=torch==2.14.1 install`.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-full lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m chainnet.simulate scenario_file=examples/edge_small.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-full: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python experiments/bench_simulator.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

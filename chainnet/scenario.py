@@ -1,0 +1,469 @@
+"""The scenario schema: devices, service chains, stages, early exits and finite capacity regions.
+
+Defined once and used by the simulator, the dataset, the featurizer, the scorer and the optimizer.
+A scenario round-trips through plain dicts (JSON/YAML); every range check lives in
+`Scenario.__post_init__`, so a scenario built in code is checked exactly like one read from a file.
+
+Semantics (SPEC section 1):
+- A device serves its resident jobs with one server at `speed` work units per time unit, `fcfs` or
+  `ps`. At most `capacity` jobs are resident (the one in service included) and, when `memory` is
+  set, the `job_memory` of resident jobs sums to at most `memory` (any unit, used consistently).
+- Each device is a finite capacity region; `regions` adds regions spanning several devices, limited
+  in jobs and/or memory. A job that would exceed a limit of any region of the device it enters, from
+  outside or from the previous stage, is dropped. A job leaves its stage before it enters the next.
+- A chain receives Poisson arrivals at `arrival_rate`. A job at a stage needs `work` on average
+  (service time = work / speed), drawn from `det`, `exp` or `general` (gamma with squared
+  coefficient of variation `scv`). After the stage it exits with probability `exit_prob`; jobs
+  leaving by an exit or after the last stage complete with that stage's `exit_accuracy`.
+- A service with alternative routes (`routes` with probabilities) is split into one chain per route
+  with rate `prob * arrival_rate` (a split Poisson stream is Poisson).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DISCIPLINES = ("fcfs", "ps")
+# Memory sums are compared with this relative slack, so that adding and removing the same amounts in
+# another order (floating point) never flips an admission. Part of the semantics of every engine.
+MEMORY_SLACK = 1e-9
+DISTRIBUTIONS = ("det", "exp", "general")
+
+
+class ScenarioError(ValueError):
+    """Invalid scenario input; the message names the field, the value and what is allowed."""
+
+    def __init__(self, where: str, value: Any, allowed: str):
+        self.where, self.value, self.allowed = where, value, allowed
+        super().__init__(f"{where}: got {value!r}; {allowed}")
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    capacity: int
+    speed: float = 1.0
+    memory: float | None = None
+    discipline: str = "fcfs"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A fragment of a service placed on a device."""
+
+    device: str
+    work: float
+    distribution: str = "det"
+    scv: float | None = None
+    job_memory: float = 0.0
+    exit_prob: float = 0.0
+    exit_accuracy: float | None = None
+    fragment: str | None = None
+
+    @property
+    def service_scv(self) -> float:
+        """Squared coefficient of variation of the service requirement."""
+        if self.distribution == "det":
+            return 0.0
+        if self.distribution == "exp":
+            return 1.0
+        return float(self.scv)
+
+
+@dataclass(frozen=True)
+class ServiceChain:
+    name: str
+    arrival_rate: float
+    stages: tuple[Stage, ...]
+    service: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if self.service is None:
+            object.__setattr__(self, "service", self.name)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A finite capacity region spanning several devices."""
+
+    name: str
+    devices: tuple[str, ...]
+    capacity: int | None = None
+    memory: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "devices", tuple(self.devices))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    devices: tuple[Device, ...]
+    chains: tuple[ServiceChain, ...]
+    regions: tuple[Region, ...] = ()
+    name: str = ""
+    _device_index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "devices", tuple(self.devices))
+        object.__setattr__(self, "chains", tuple(self.chains))
+        object.__setattr__(self, "regions", tuple(self.regions))
+        _validate(self)
+        object.__setattr__(self, "_device_index", {d.name: i for i, d in enumerate(self.devices)})
+
+    # ---- derived facts, used by every consumer -------------------------------------------------
+    def device_of(self, stage: Stage) -> Device:
+        return self.devices[self._device_index[stage.device]]
+
+    def device_id(self, name: str) -> int:
+        return self._device_index[name]
+
+    def mean_service_time(self, stage: Stage) -> float:
+        return stage.work / self.device_of(stage).speed
+
+    def visit_probabilities(self, chain: ServiceChain) -> list[float]:
+        """Probability that a job of `chain` reaches each stage when nothing is dropped."""
+        out, p = [], 1.0
+        for stage in chain.stages:
+            out.append(p)
+            p *= 1.0 - stage.exit_prob
+        return out
+
+    def offered_loads(self) -> list[float]:
+        """Per device: sum over stages placed on it of rate x visit probability x service time."""
+        load = [0.0] * len(self.devices)
+        for chain in self.chains:
+            for stage, v in zip(chain.stages, self.visit_probabilities(chain)):
+                load[self._device_index[stage.device]] += (
+                    chain.arrival_rate * v * self.mean_service_time(stage)
+                )
+        return load
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.name:
+            out["name"] = self.name
+        out["devices"] = [_plain(d) for d in self.devices]
+        if self.regions:
+            out["regions"] = [_plain(r) for r in self.regions]
+        chains = []
+        for c in self.chains:
+            d = _plain(c, skip=("stages",))
+            if d.get("service") == c.name:
+                del d["service"]
+            d["stages"] = [_plain(s) for s in c.stages]
+            chains.append(d)
+        out["chains"] = chains
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "scenario") -> Scenario:
+        return _parse_scenario(data, where)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "scenario") -> Scenario:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(where, text[:40], f"not valid JSON ({exc})") from None
+        return cls.from_dict(data, where)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str, where: str = "scenario") -> Scenario:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ScenarioError(where, text[:40], f"not valid YAML ({exc})") from None
+        return cls.from_dict(data, where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        """Read one scenario from a .json, .yaml or .yml file."""
+        return cls.from_dict(load_document(path), str(path))
+
+
+def load_document(path: str | Path) -> Any:
+    """Parse a JSON or YAML file into plain data, with a clear error for a missing or bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(str(path), str(path), "no such file")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ScenarioError(str(path), path.name, f"cannot be parsed: {exc}") from None
+
+
+def _plain(obj: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
+    out = {}
+    for f in fields(obj):
+        if not f.init or f.name in skip:
+            continue
+        v = getattr(obj, f.name)
+        if v is None or (f.default is not None and v == f.default and f.name != "capacity"):
+            continue
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+# ---- parsing: keys and types, with the path of every field ------------------------------------
+
+
+def _mapping(data: Any, where: str, allowed: Sequence[str], required: Sequence[str]) -> dict:
+    if not isinstance(data, Mapping):
+        raise ScenarioError(where, data, "expected a mapping")
+    unknown = [k for k in data if k not in allowed]
+    if unknown:
+        raise ScenarioError(
+            f"{where}.{unknown[0]}", data[unknown[0]], f"unknown key; allowed: {', '.join(allowed)}"
+        )
+    for k in required:
+        if k not in data:
+            raise ScenarioError(f"{where}.{k}", None, "required field is missing")
+    return dict(data)
+
+
+def _list(data: Any, where: str) -> list:
+    if isinstance(data, (str, bytes)) or not isinstance(data, Sequence):
+        raise ScenarioError(where, data, "expected a list")
+    return list(data)
+
+
+def _number(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ScenarioError(where, v, "expected a number")
+    return float(v)
+
+
+def _integer(v: Any, where: str) -> int:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ScenarioError(where, v, "expected an integer")
+    return v
+
+
+def _text(v: Any, where: str) -> str:
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise ScenarioError(where, v, "expected a name (string)")
+    return str(v)
+
+
+def _opt(v: Any, conv, where: str):
+    return None if v is None else conv(v, where)
+
+
+def _parse_device(d: Any, where: str, index: int) -> Device:
+    keys = [f.name for f in fields(Device)]
+    d = _mapping(d, where, keys, ["capacity"])
+    return Device(
+        name=_text(d.get("name", f"d{index}"), f"{where}.name"),
+        capacity=_integer(d["capacity"], f"{where}.capacity"),
+        speed=_number(d.get("speed", 1.0), f"{where}.speed"),
+        memory=_opt(d.get("memory"), _number, f"{where}.memory"),
+        discipline=_text(d.get("discipline", "fcfs"), f"{where}.discipline"),
+    )
+
+
+def _parse_stage(s: Any, where: str) -> Stage:
+    keys = [f.name for f in fields(Stage)]
+    s = _mapping(s, where, keys, ["device", "work"])
+    return Stage(
+        device=_text(s["device"], f"{where}.device"),
+        work=_number(s["work"], f"{where}.work"),
+        distribution=_text(s.get("distribution", "det"), f"{where}.distribution"),
+        scv=_opt(s.get("scv"), _number, f"{where}.scv"),
+        job_memory=_number(s.get("job_memory", 0.0), f"{where}.job_memory"),
+        exit_prob=_number(s.get("exit_prob", 0.0), f"{where}.exit_prob"),
+        exit_accuracy=_opt(s.get("exit_accuracy"), _number, f"{where}.exit_accuracy"),
+        fragment=_opt(s.get("fragment"), _text, f"{where}.fragment"),
+    )
+
+
+def _parse_chains(c: Any, where: str, index: int) -> list[ServiceChain]:
+    c = _mapping(
+        c, where, ["name", "arrival_rate", "stages", "routes", "service"], ["arrival_rate"]
+    )
+    name = _text(c.get("name", f"c{index}"), f"{where}.name")
+    rate = _number(c["arrival_rate"], f"{where}.arrival_rate")
+    if ("stages" in c) == ("routes" in c):
+        raise ScenarioError(where, sorted(c), "give exactly one of 'stages' or 'routes'")
+    if "stages" in c:
+        stages = [
+            _parse_stage(s, f"{where}.stages[{k}]")
+            for k, s in enumerate(_list(c["stages"], f"{where}.stages"))
+        ]
+        service = _opt(c.get("service"), _text, f"{where}.service")
+        return [ServiceChain(name, rate, tuple(stages), service)]
+    routes = _list(c["routes"], f"{where}.routes")
+    if not routes:
+        raise ScenarioError(f"{where}.routes", routes, "a service needs at least one route")
+    out, total = [], 0.0
+    for r, route in enumerate(routes):
+        rw = f"{where}.routes[{r}]"
+        route = _mapping(route, rw, ["prob", "stages"], ["prob", "stages"])
+        p = _number(route["prob"], f"{rw}.prob")
+        if not 0.0 < p <= 1.0:
+            raise ScenarioError(f"{rw}.prob", p, "allowed range is (0, 1]")
+        total += p
+        stages = [
+            _parse_stage(s, f"{rw}.stages[{k}]")
+            for k, s in enumerate(_list(route["stages"], f"{rw}.stages"))
+        ]
+        out.append(ServiceChain(f"{name}/r{r}", p * rate, tuple(stages), name))
+    if abs(total - 1.0) > 1e-9:
+        raise ScenarioError(f"{where}.routes", total, "route probabilities must sum to 1")
+    return out
+
+
+def _parse_region(r: Any, where: str, index: int) -> Region:
+    keys = [f.name for f in fields(Region)]
+    r = _mapping(r, where, keys, ["devices"])
+    return Region(
+        name=_text(r.get("name", f"region{index}"), f"{where}.name"),
+        devices=tuple(
+            _text(d, f"{where}.devices[{k}]")
+            for k, d in enumerate(_list(r["devices"], f"{where}.devices"))
+        ),
+        capacity=_opt(r.get("capacity"), _integer, f"{where}.capacity"),
+        memory=_opt(r.get("memory"), _number, f"{where}.memory"),
+    )
+
+
+def _parse_scenario(data: Any, where: str) -> Scenario:
+    d = _mapping(data, where, ["name", "devices", "chains", "regions"], ["devices", "chains"])
+    devices = [
+        _parse_device(x, f"{where}.devices[{i}]", i)
+        for i, x in enumerate(_list(d["devices"], f"{where}.devices"))
+    ]
+    chains = []
+    for i, x in enumerate(_list(d["chains"], f"{where}.chains")):
+        chains.extend(_parse_chains(x, f"{where}.chains[{i}]", i))
+    regions = [
+        _parse_region(x, f"{where}.regions[{i}]", i)
+        for i, x in enumerate(_list(d.get("regions") or [], f"{where}.regions"))
+    ]
+    name = _text(d.get("name", ""), f"{where}.name")
+    try:
+        return Scenario(tuple(devices), tuple(chains), tuple(regions), name)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{where}.{exc.where}", exc.value, exc.allowed) from None
+
+
+# ---- ranges: one place for every rule ---------------------------------------------------------
+
+
+def _finite(v: float, where: str) -> None:
+    if not math.isfinite(v):
+        raise ScenarioError(where, v, "must be a finite number")
+
+
+def _positive(v: float, where: str) -> None:
+    _finite(v, where)
+    if v <= 0:
+        raise ScenarioError(where, v, "must be > 0")
+
+
+def _probability(v: float, where: str) -> None:
+    _finite(v, where)
+    if not 0.0 <= v <= 1.0:
+        raise ScenarioError(where, v, "allowed range is [0, 1]")
+
+
+def _capacity(v: Any, where: str) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ScenarioError(where, v, "must be an integer >= 1")
+
+
+def _validate(sc: Scenario) -> None:
+    if not sc.devices:
+        raise ScenarioError("devices", [], "a scenario needs at least one device")
+    if not sc.chains:
+        raise ScenarioError("chains", [], "a scenario needs at least one chain")
+    names: set[str] = set()
+    for i, dev in enumerate(sc.devices):
+        w = f"devices[{i}]"
+        if dev.name in names:
+            raise ScenarioError(f"{w}.name", dev.name, "device names must be unique")
+        names.add(dev.name)
+        _capacity(dev.capacity, f"{w}.capacity")
+        _positive(dev.speed, f"{w}.speed")
+        if dev.memory is not None:
+            _positive(dev.memory, f"{w}.memory")
+        if dev.discipline not in DISCIPLINES:
+            raise ScenarioError(f"{w}.discipline", dev.discipline, f"one of {DISCIPLINES}")
+    chain_names: set[str] = set()
+    for i, ch in enumerate(sc.chains):
+        w = f"chains[{i}]"
+        if ch.name in chain_names:
+            raise ScenarioError(f"{w}.name", ch.name, "chain names must be unique")
+        chain_names.add(ch.name)
+        _positive(ch.arrival_rate, f"{w}.arrival_rate")
+        if not ch.stages:
+            raise ScenarioError(f"{w}.stages", [], "a chain needs at least one stage")
+        for k, st in enumerate(ch.stages):
+            sw = f"{w}.stages[{k}]"
+            if st.device not in names:
+                raise ScenarioError(
+                    f"{sw}.device", st.device, f"no such device; known: {sorted(names)}"
+                )
+            _positive(st.work, f"{sw}.work")
+            if st.distribution not in DISTRIBUTIONS:
+                raise ScenarioError(
+                    f"{sw}.distribution", st.distribution, f"one of {DISTRIBUTIONS}"
+                )
+            if st.distribution == "general":
+                if st.scv is None:
+                    raise ScenarioError(f"{sw}.scv", None, "'general' service needs scv > 0")
+                _positive(st.scv, f"{sw}.scv")
+            elif st.scv is not None:
+                raise ScenarioError(f"{sw}.scv", st.scv, "scv is only set for 'general' service")
+            _finite(st.job_memory, f"{sw}.job_memory")
+            if st.job_memory < 0:
+                raise ScenarioError(f"{sw}.job_memory", st.job_memory, "must be >= 0")
+            _probability(st.exit_prob, f"{sw}.exit_prob")
+            if k == len(ch.stages) - 1 and st.exit_prob != 0.0:
+                raise ScenarioError(
+                    f"{sw}.exit_prob",
+                    st.exit_prob,
+                    "must be 0 on the last stage (all its jobs exit)",
+                )
+            if st.exit_accuracy is not None:
+                _probability(st.exit_accuracy, f"{sw}.exit_accuracy")
+    region_names: set[str] = set()
+    for i, reg in enumerate(sc.regions):
+        w = f"regions[{i}]"
+        if reg.name in region_names or reg.name in names:
+            raise ScenarioError(f"{w}.name", reg.name, "region names must be unique")
+        region_names.add(reg.name)
+        if not reg.devices:
+            raise ScenarioError(f"{w}.devices", [], "a region spans at least one device")
+        for k, dn in enumerate(reg.devices):
+            if dn not in names:
+                raise ScenarioError(
+                    f"{w}.devices[{k}]", dn, f"no such device; known: {sorted(names)}"
+                )
+        if len(set(reg.devices)) != len(reg.devices):
+            raise ScenarioError(f"{w}.devices", list(reg.devices), "a device is listed twice")
+        if reg.capacity is None and reg.memory is None:
+            raise ScenarioError(w, reg.name, "a region needs a capacity, a memory limit, or both")
+        if reg.capacity is not None:
+            _capacity(reg.capacity, f"{w}.capacity")
+        if reg.memory is not None:
+            _positive(reg.memory, f"{w}.memory")

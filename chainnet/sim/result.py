@@ -1,0 +1,177 @@
+"""Settings of a run and the labels it produces (SPEC section 2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from chainnet.scenario import Scenario
+from chainnet.sim.stats import ARRIVED, COMPLETED, DROPPED, BatchMeans
+
+OUTCOME_COMPLETE, OUTCOME_EXIT, OUTCOME_DROP = "complete", "exit", "drop"
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    """How long a run lasts: warm-up, batch means and the stopping rule."""
+
+    precision: float = (
+        0.01  # relative 95 % half-width of every chain's throughput and response time
+    )
+    max_arrivals: int = 1_000_000  # cap on simulated arrivals (all chains, warm-up included)
+    warmup_arrivals: int = 5_000  # expected arrivals discarded before statistics start
+    batch_arrivals: int = 200  # expected arrivals in one initial batch
+    min_batches: int = 32
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.precision < 1.0):
+            raise ValueError(
+                f"simulator.precision: got {self.precision!r}; allowed range is (0, 1)"
+            )
+        for name in ("max_arrivals", "warmup_arrivals", "batch_arrivals"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"simulator.{name}: got {v!r}; must be an integer >= 1")
+        if isinstance(self.min_batches, bool) or not isinstance(self.min_batches, int):
+            raise ValueError(f"simulator.min_batches: got {self.min_batches!r}; must be an integer")
+        if self.min_batches < 2:
+            raise ValueError(f"simulator.min_batches: got {self.min_batches!r}; must be >= 2")
+
+
+@dataclass
+class SimulationResult:
+    """Labels of one run: a row per chain, per stage and per device, and how the run ended."""
+
+    chains: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    devices: list[dict[str, Any]]
+    stop_reason: str
+    warmup_time: float
+    window: float  # simulated time over which the labels are measured
+    arrivals: int  # all simulated arrivals, warm-up included
+    events: int
+    wall_time: float
+    batches: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def chain_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.chains)
+
+    def stage_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.stages)
+
+    def device_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.devices)
+
+
+def _accuracy_defined(chain) -> bool:
+    last = len(chain.stages) - 1
+    return all(
+        st.exit_accuracy is not None
+        for k, st in enumerate(chain.stages)
+        if k == last or st.exit_prob > 0
+    )
+
+
+def build_result(
+    scenario: Scenario,
+    warm: dict,
+    end: dict,
+    batches: BatchMeans,
+    *,
+    in_system: list[int],
+    stop_reason: str,
+    events: int,
+    wall_time: float,
+    settings: SimulatorSettings,
+) -> SimulationResult:
+    span = end["time"] - warm["time"]
+    chains = []
+    for c, spec in enumerate(scenario.chains):
+        est = batches.chain_estimates(c)
+        counts1, area1, soj1, dep1 = end["chains"][c]
+        counts0, area0, soj0, dep0 = warm["chains"][c]
+        rt = est["response_time"]
+        service_sum = sum(scenario.mean_service_time(st) for st in spec.stages)
+        loss = est["loss_ratio"]
+        departed = dep1 - dep0
+        row = {
+            "chain": spec.name,
+            "service": spec.service,
+            "arrival_rate": spec.arrival_rate,
+            "throughput": est["throughput"].mean,
+            "throughput_hw": est["throughput"].half_width,
+            "loss_ratio": loss.mean,
+            "loss_ratio_hw": loss.half_width,
+            "throughput_ratio": 1.0 - loss.mean,
+            "throughput_ratio_hw": loss.half_width,
+            "response_time": rt.mean,
+            "response_time_hw": rt.half_width,
+            "response_ratio": service_sum / rt.mean if rt.mean > 0 else math.nan,
+            "response_ratio_hw": service_sum * rt.half_width / rt.mean**2
+            if rt.mean > 0
+            else math.nan,
+            "accuracy": est["accuracy"].mean if _accuracy_defined(spec) else math.nan,
+            "accuracy_hw": est["accuracy"].half_width if _accuracy_defined(spec) else math.nan,
+            "exit_fraction": [est[f"exit_fraction_{k}"].mean for k in range(len(spec.stages))],
+            "exit_fraction_hw": [
+                est[f"exit_fraction_{k}"].half_width for k in range(len(spec.stages))
+            ],
+            # Whole run, warm-up included: arrived = completed + dropped + in_system exactly.
+            "arrived": int(counts1[ARRIVED]),
+            "completed": int(counts1[COMPLETED]),
+            "dropped": int(counts1[DROPPED]),
+            "in_system": int(in_system[c]),
+            # Little's law over the window: mean_jobs ~= departure_rate * mean_sojourn.
+            "mean_jobs": (area1 - area0) / span,
+            "departure_rate": departed / span,
+            "mean_sojourn": (soj1 - soj0) / departed if departed else math.nan,
+        }
+        chains.append(row)
+    stages = []
+    i = 0
+    for spec in scenario.chains:
+        for k, st in enumerate(spec.stages):
+            a = end["stages"][i][0] - warm["stages"][i][0]
+            d = end["stages"][i][1] - warm["stages"][i][1]
+            stages.append(
+                {
+                    "chain": spec.name,
+                    "stage": k,
+                    "device": st.device,
+                    "arrivals": a,
+                    "drops": d,
+                    "arrival_rate": a / span,
+                    "drop_ratio": d / a if a else math.nan,
+                }
+            )
+            i += 1
+    devices = []
+    for j, dev in enumerate(scenario.devices):
+        a1, d1, area1, busy1 = end["devices"][j]
+        a0, d0, area0, busy0 = warm["devices"][j]
+        devices.append(
+            {
+                "device": dev.name,
+                "utilisation": (busy1 - busy0) / span,
+                "mean_jobs": (area1 - area0) / span,
+                "arrivals": a1 - a0,
+                "drops": d1 - d0,
+            }
+        )
+    return SimulationResult(
+        chains=chains,
+        stages=stages,
+        devices=devices,
+        stop_reason=stop_reason,
+        warmup_time=warm["time"],
+        window=span,
+        arrivals=int(sum(ch["arrived"] for ch in chains)),
+        events=events,
+        wall_time=wall_time,
+        batches=batches.n_batches,
+        settings=asdict(settings),
+    )

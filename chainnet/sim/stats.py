@@ -1,0 +1,128 @@
+"""Batch means: confidence half-widths and the stopping rule of a steady-state run.
+
+The engine snapshots cumulative per-chain counters at equally spaced times after the warm-up; a
+batch is the difference of two consecutive snapshots. When there are `2 * min_batches` batches,
+adjacent ones are merged (every other snapshot is dropped and the batch length doubles), so a run
+always has between `min_batches` and `2 * min_batches` batches, and batches grow with the run until
+they are long enough to be nearly independent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as _st
+
+# Per-chain counter layout in a snapshot row (exits per stage follow, see `chain_width`).
+ARRIVED, COMPLETED, DROPPED, RESPONSE_SUM, ACCURACY_SUM = range(5)
+FIXED = 5
+
+
+def chain_width(n_stages: int) -> int:
+    return FIXED + n_stages
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    half_width: float
+
+
+def t_quantile(n_batches: int, level: float = 0.95) -> float:
+    return float(_st.t.ppf(0.5 + level / 2.0, n_batches - 1))
+
+
+def batch_estimate(values: np.ndarray, point: float, level: float = 0.95) -> Estimate:
+    """Half-width of `point` from per-batch values (NaN batches make the half-width infinite)."""
+    k = len(values)
+    if k < 2 or not np.all(np.isfinite(values)):
+        return Estimate(point, float("inf"))
+    hw = t_quantile(k, level) * float(np.std(values, ddof=1)) / np.sqrt(k)
+    return Estimate(point, hw)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+class BatchMeans:
+    """Snapshots of cumulative counters and the estimates drawn from them."""
+
+    def __init__(self, stage_counts: list[int], min_batches: int = 32, level: float = 0.95):
+        if min_batches < 2:
+            raise ValueError(f"min_batches: got {min_batches}; must be >= 2")
+        self.stage_counts = stage_counts
+        self.offsets = np.cumsum([0] + [chain_width(s) for s in stage_counts])
+        self.min_batches = min_batches
+        self.level = level
+        self.times: list[float] = []
+        self.rows: list[np.ndarray] = []
+
+    @property
+    def n_batches(self) -> int:
+        return max(len(self.rows) - 1, 0)
+
+    def add(self, time: float, row: np.ndarray) -> bool:
+        """Record a snapshot; returns True when batches were merged (batch length doubled)."""
+        self.times.append(time)
+        self.rows.append(row)
+        if self.n_batches >= 2 * self.min_batches:
+            self.times = self.times[::2]
+            self.rows = self.rows[::2]
+            return True
+        return False
+
+    def _batches(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.asarray(self.rows)
+        return np.diff(rows, axis=0), np.diff(np.asarray(self.times))
+
+    def chain_estimates(self, c: int) -> dict[str, Estimate]:
+        """Throughput, loss ratio, response time, accuracy and exit fractions of chain `c`."""
+        batches, lengths = self._batches()
+        total = self.rows[-1] - self.rows[0]
+        span = self.times[-1] - self.times[0]
+        o = self.offsets[c]
+        b = batches[:, o : self.offsets[c + 1]]
+        t = total[o : self.offsets[c + 1]]
+        arrived, completed = t[ARRIVED], t[COMPLETED]
+        out = {
+            "throughput": batch_estimate(b[:, COMPLETED] / lengths, completed / span, self.level),
+            "loss_ratio": batch_estimate(
+                _ratio(b[:, DROPPED], b[:, ARRIVED]),
+                t[DROPPED] / arrived if arrived else float("nan"),
+                self.level,
+            ),
+        }
+        point = (lambda x: x / completed) if completed else (lambda x: float("nan"))
+        per_batch = lambda col: _ratio(b[:, col], b[:, COMPLETED])  # noqa: E731
+        out["response_time"] = batch_estimate(
+            per_batch(RESPONSE_SUM), point(t[RESPONSE_SUM]), self.level
+        )
+        out["accuracy"] = batch_estimate(
+            per_batch(ACCURACY_SUM), point(t[ACCURACY_SUM]), self.level
+        )
+        for k in range(self.stage_counts[c]):
+            out[f"exit_fraction_{k}"] = batch_estimate(
+                per_batch(FIXED + k), point(t[FIXED + k]), self.level
+            )
+        return out
+
+    def converged(self, target: float) -> bool:
+        """True when every chain's throughput and response time are within `target` (relative).
+
+        A chain that completes nothing (everything dropped) cannot have a response time; it counts
+        as converged once its throughput estimate is exactly zero over every batch.
+        """
+        if self.n_batches < self.min_batches:
+            return False
+        for c in range(len(self.stage_counts)):
+            est = self.chain_estimates(c)
+            tput, resp = est["throughput"], est["response_time"]
+            if tput.mean == 0.0 and tput.half_width == 0.0:
+                continue
+            for e in (tput, resp):
+                if not (e.half_width <= target * abs(e.mean)):
+                    return False
+        return True

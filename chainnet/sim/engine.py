@@ -5,6 +5,12 @@ stage; a service completion releases the job from its device (and regions), star
 job, then lets the job exit or enter its next stage, where it is admitted or dropped. FCFS devices
 keep a FIFO queue; PS devices keep a heap of finish tags in virtual time (the work each resident job
 has received), so a completion is one scheduled event and a change of population reschedules it.
+
+Speed: SimPy's `Environment.step` needs only `callbacks` and `_ok` of an event, so a job is itself
+the event of its service completion and a chain the event of its next arrival: they are pushed on
+SimPy's event queue directly (the same tuple `Environment.schedule` pushes) and no object is
+allocated per event. Only a PS device, whose pending completion may be superseded, gets a fresh
+small event each time.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from heapq import heappop, heappush
 
 import numpy as np
 import simpy
-from simpy.events import Timeout
+from simpy.events import NORMAL
 
 from chainnet.scenario import MEMORY_SLACK, Scenario
 from chainnet.sim.result import (
@@ -56,8 +62,6 @@ class _Device(_Region):
         "t",
         "area",
         "busy",
-        "arrived",
-        "dropped",
     )
 
     def __init__(self, name, cap, memlim, speed, ps):
@@ -72,22 +76,41 @@ class _Device(_Region):
         self.t = 0.0
         self.area = 0.0  # integral of resident jobs over time
         self.busy = 0.0  # time with at least one resident job
-        self.arrived = 0
-        self.dropped = 0
+
+
+class _Tick:
+    """A pending PS completion (a SimPy event that may be superseded)."""
+
+    __slots__ = ("callbacks", "_value")
+    _ok = True
+
+    def __init__(self, callbacks, value):
+        self.callbacks, self._value = callbacks, value
 
 
 class _Chain:
-    __slots__ = ("index", "iat", "first", "counts", "n", "t", "area", "sojourn", "departed")
+    """A chain; also the SimPy event of its next arrival."""
+
+    __slots__ = (
+        "callbacks",
+        "index",
+        "iat",
+        "first",
+        "counts",
+        "n",
+        "lost_sojourn",
+        "lost_inside",
+    )
+    _ok = True
 
     def __init__(self, index, iat, n_stages):
         self.index, self.iat = index, iat
         self.first = None
         self.counts = [0.0] * chain_width(n_stages)
         self.n = 0  # jobs in the system (admitted, not yet departed)
-        self.t = 0.0
-        self.area = 0.0
-        self.sojourn = 0.0  # summed time in system of departed jobs, dropped ones included
-        self.departed = 0
+        # Jobs dropped after the first stage: how many, and the time they spent in the system.
+        self.lost_inside = 0
+        self.lost_sojourn = 0.0
 
 
 class _Stage:
@@ -101,6 +124,7 @@ class _Stage:
         "exit_p",
         "exit_u",
         "acc",
+        "limited",
         "next",
         "arrived",
         "dropped",
@@ -108,10 +132,13 @@ class _Stage:
 
 
 class _Job:
-    __slots__ = ("chain", "t0", "st", "req", "seq")
+    """A job; also the SimPy event of its service completion at an FCFS device.
 
-    def __init__(self, chain, t0):
-        self.chain, self.t0 = chain, t0
+    No __init__: its fields are set where it is created, which is measurably cheaper per arrival.
+    """
+
+    __slots__ = ("callbacks", "chain", "t0", "st", "req")
+    _ok = True
 
 
 class SimPyEngine:
@@ -128,9 +155,14 @@ class SimPyEngine:
         self.scenario = scenario
         self.settings = settings or SimulatorSettings()
         self.env = simpy.Environment()
+        self._queue = self.env._queue
+        self._eid = self.env._eid
+        self._arrival_cb = (self._on_arrival,)
+        self._fcfs_cb = (self._finish,)
+        self._ps_cb = (self._ps_done,)
         self.trace: list[tuple] | None = [] if trace else None
-        self.debug = debug
-        self.events = 0
+        if debug:
+            self._enter = self._enter_checked
         self._seq = 0
         streams = Streams(scenario, seed)
         inf = math.inf
@@ -169,6 +201,8 @@ class SimPyEngine:
                 s.mem = st.job_memory
                 s.exit_p, s.exit_u = st.exit_prob, streams.exits[c][k]
                 s.acc = 0.0 if st.exit_accuracy is None else st.exit_accuracy
+                # Only stages holding memory or in a multi-device region need that bookkeeping.
+                s.limited = bool(s.dev.regions) or (st.job_memory > 0 and s.dev.memlim < inf)
                 s.next = None
                 s.arrived = s.dropped = 0
                 if prev is None:
@@ -181,94 +215,102 @@ class SimPyEngine:
         self._stop = self.env.event()
 
     # ---- job life cycle ------------------------------------------------------------------------
-    def _on_arrival(self, ev) -> None:
-        ch = ev._value
+    def _on_arrival(self, ch) -> None:
         now = self.env._now
-        Timeout(self.env, next(ch.iat), ch).callbacks.append(self._on_arrival)
-        self.events += 1
+        ch.callbacks = self._arrival_cb
+        heappush(self._queue, (now + next(ch.iat), NORMAL, next(self._eid), ch))
         ch.counts[0] += 1
-        job = _Job(ch, now)
-        self._enter(job, ch.first, now)
+        self._enter(None, ch.first, now)
 
     def _enter(self, job, st, now) -> None:
-        """Admit `job` at stage `st` or drop it (a job arriving from outside or from upstream)."""
+        """Admit a job at stage `st` or drop it; `job` is None for a new arrival at stage 0."""
         dev = st.dev
         st.arrived += 1
-        dev.arrived += 1
-        m = st.mem
-        if dev.n >= dev.cap or dev.mem + m > dev.memlim:
+        if dev.n >= dev.cap:
             return self._drop(job, st, now)
-        for r in dev.regions:
-            if r.n >= r.cap or r.mem + m > r.memlim:
-                return self._drop(job, st, now)
-        if st.k == 0:
-            ch = job.chain
-            ch.area += ch.n * (now - ch.t)
-            ch.t = now
-            ch.n += 1
-        dt = now - dev.t
-        dev.t = now
-        if dev.n:
-            dev.area += dev.n * dt
+        if st.limited and not self._fits(dev, st.mem):
+            return self._drop(job, st, now)
+        if job is None:
+            job = _Job()
+            job.chain = st.chain
+            job.t0 = now
+            st.chain.n += 1
+        n = dev.n
+        if n:
+            dt = now - dev.t
+            dev.area += n * dt
             dev.busy += dt
-        dev.n += 1
-        dev.mem += m
-        for r in dev.regions:
-            r.n += 1
-            r.mem += m
-        if self.debug:
-            self._check_limits(dev)
+        dev.t = now
+        dev.n = n + 1
+        if st.limited:
+            self._hold(dev, st.mem, 1)
         job.st = st
         job.req = st.work if st.req is None else next(st.req)
         if dev.ps:
             self._ps_arrive(dev, job, now)
-        elif dev.n == 1:
-            Timeout(self.env, job.req / dev.speed, job).callbacks.append(self._fcfs_done)
+        elif n == 0:
+            job.callbacks = self._fcfs_cb
+            heappush(self._queue, (now + job.req / dev.speed, NORMAL, next(self._eid), job))
         else:
             dev.queue.append(job)
 
+    @staticmethod
+    def _fits(dev, m) -> bool:
+        if dev.mem + m > dev.memlim:
+            return False
+        return all(r.n < r.cap and r.mem + m <= r.memlim for r in dev.regions)
+
+    @staticmethod
+    def _hold(dev, m, n) -> None:
+        """Add (or, negative, remove) `m` memory and `n` jobs to the device's regions."""
+        dev.mem += m
+        for r in dev.regions:
+            r.n += n
+            r.mem += m
+
+    def _enter_checked(self, job, st, now) -> None:
+        """`_enter`, then assert that no region is over its limits (debug mode)."""
+        SimPyEngine._enter(self, job, st, now)
+        self._check_limits(st.dev)
+
     def _drop(self, job, st, now) -> None:
-        ch = job.chain
         st.dropped += 1
-        st.dev.dropped += 1
+        if job is None:
+            ch = st.chain
+            ch.counts[2] += 1
+            if self.trace is not None:
+                self.trace.append((ch.index, now, OUTCOME_DROP, 0, now))
+            return
+        ch = job.chain
         ch.counts[2] += 1
-        if st.k:
-            self._depart(job, ch, now)
+        ch.n -= 1
+        ch.lost_inside += 1
+        ch.lost_sojourn += now - job.t0
         if self.trace is not None:
             self.trace.append((ch.index, job.t0, OUTCOME_DROP, st.k, now))
 
-    def _depart(self, job, ch, now) -> None:
-        ch.area += ch.n * (now - ch.t)
-        ch.t = now
-        ch.n -= 1
-        ch.sojourn += now - job.t0
-        ch.departed += 1
+    def _finish(self, job) -> None:
+        """A service ends: start the next waiting job, release this one, then route it on.
 
-    def _release(self, dev, st, now) -> None:
+        This is the callback of an FCFS completion (the job is the event) and is called by a PS
+        completion; a PS device never uses the FIFO queue. The job exits (early exit or last stage:
+        it completes) or enters its next stage, where it is admitted or dropped. A job always
+        leaves its stage before it tries the next one.
+        """
+        st = job.st
+        dev = st.dev
+        now = self.env._now
+        if dev.queue:
+            nxt = dev.queue.popleft()
+            nxt.callbacks = self._fcfs_cb
+            heappush(self._queue, (now + nxt.req / dev.speed, NORMAL, next(self._eid), nxt))
         dt = now - dev.t
         dev.t = now
         dev.area += dev.n * dt
         dev.busy += dt
         dev.n -= 1
-        dev.mem -= st.mem
-        for r in dev.regions:
-            r.n -= 1
-            r.mem -= st.mem
-
-    def _fcfs_done(self, ev) -> None:
-        job = ev._value
-        st = job.st
-        dev = st.dev
-        now = self.env._now
-        self.events += 1
-        self._release(dev, st, now)
-        if dev.queue:
-            nxt = dev.queue.popleft()
-            Timeout(self.env, nxt.req / dev.speed, nxt).callbacks.append(self._fcfs_done)
-        self._route(job, st, now)
-
-    def _route(self, job, st, now) -> None:
-        """After service at `st`: complete (last stage or early exit) or enter the next stage."""
+        if st.limited:
+            self._hold(dev, -st.mem, -1)
         nxt = st.next
         if nxt is not None:
             p = st.exit_p
@@ -280,7 +322,7 @@ class SimPyEngine:
         c[3] += now - job.t0
         c[4] += st.acc
         c[5 + st.k] += 1
-        self._depart(job, ch, now)
+        ch.n -= 1
         if self.trace is not None:
             outcome = OUTCOME_COMPLETE if nxt is None else OUTCOME_EXIT
             self.trace.append((ch.index, job.t0, outcome, st.k, now))
@@ -300,23 +342,27 @@ class SimPyEngine:
             dev.pending = None
             return
         delay = (dev.heap[0][0] - dev.vtime) * dev.n / dev.speed
-        ev = Timeout(self.env, delay if delay > 0.0 else 0.0, dev)
-        ev.callbacks.append(self._ps_done)
+        ev = _Tick(self._ps_cb, dev)
+        heappush(self._queue, (now + (delay if delay > 0.0 else 0.0), NORMAL, next(self._eid), ev))
         dev.pending = ev
 
     def _ps_done(self, ev) -> None:
         dev = ev._value
         if ev is not dev.pending:  # superseded by a later change of population
             return
-        now = self.env._now
-        self.events += 1
         tag, _, job = heappop(dev.heap)
         dev.vtime = tag  # by definition the finishing job has received exactly its requirement
-        dev.vt = now
-        st = job.st
-        self._release(dev, st, now)
-        self._ps_schedule(dev, now)
-        self._route(job, st, now)
+        dev.vt = self.env._now
+        self._finish(job)
+        if dev.pending is ev:  # the job did not come straight back to this device
+            self._ps_schedule(dev, dev.vt)
+
+    @property
+    def events(self) -> int:
+        """Chain arrivals plus service completions so far (the unit of the benchmarks)."""
+        arrivals = sum(ch.counts[0] for ch in self.chains)
+        admitted = sum(s.arrived - s.dropped for s in self.stages)
+        return int(arrivals + admitted - sum(d.n for d in self.devices))
 
     # ---- checks ----------------------------------------------------------------------------------
     def _check_limits(self, dev) -> None:
@@ -330,7 +376,8 @@ class SimPyEngine:
     # ---- running ---------------------------------------------------------------------------------
     def _start_arrivals(self) -> None:
         for ch in self.chains:
-            Timeout(self.env, next(ch.iat), ch).callbacks.append(self._on_arrival)
+            ch.callbacks = self._arrival_cb
+            heappush(self._queue, (next(ch.iat), NORMAL, next(self._eid), ch))
 
     def _row(self) -> np.ndarray:
         return np.fromiter((v for ch in self.chains for v in ch.counts), dtype=float)
@@ -343,18 +390,15 @@ class SimPyEngine:
             dev.area += dev.n * dt
             if dev.n:
                 dev.busy += dt
-        for ch in self.chains:
-            ch.area += ch.n * (now - ch.t)
-            ch.t = now
 
     def _snapshot_state(self) -> dict:
         now = self.env.now
         self._flush(now)
         return {
             "time": now,
-            "chains": [(list(ch.counts), ch.area, ch.sojourn, ch.departed) for ch in self.chains],
+            "chains": [(list(ch.counts), ch.lost_inside, ch.lost_sojourn) for ch in self.chains],
             "stages": [(s.arrived, s.dropped) for s in self.stages],
-            "devices": [(d.arrived, d.dropped, d.area, d.busy) for d in self.devices],
+            "devices": [(d.area, d.busy) for d in self.devices],
         }
 
     def run_until(self, horizon: float) -> list[tuple]:

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from chainnet.scenario import Scenario
-from chainnet.sim.stats import ARRIVED, COMPLETED, DROPPED, BatchMeans
+from chainnet.sim.stats import ARRIVED, COMPLETED, DROPPED, RESPONSE_SUM, BatchMeans
 
 OUTCOME_COMPLETE, OUTCOME_EXIT, OUTCOME_DROP = "complete", "exit", "drop"
 
@@ -55,6 +55,7 @@ class SimulationResult:
     events: int
     wall_time: float
     batches: int
+    mean_jobs: float  # time-average number of jobs in the system (sum over devices)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def chain_frame(self) -> pd.DataFrame:
@@ -92,12 +93,14 @@ def build_result(
     chains = []
     for c, spec in enumerate(scenario.chains):
         est = batches.chain_estimates(c)
-        counts1, area1, soj1, dep1 = end["chains"][c]
-        counts0, area0, soj0, dep0 = warm["chains"][c]
+        counts1, lost1, lost_soj1 = end["chains"][c]
+        counts0, lost0, lost_soj0 = warm["chains"][c]
         rt = est["response_time"]
         service_sum = sum(scenario.mean_service_time(st) for st in spec.stages)
         loss = est["loss_ratio"]
-        departed = dep1 - dep0
+        # Every job that left in the window: completed, exited, or dropped after its first stage.
+        departed = counts1[COMPLETED] - counts0[COMPLETED] + lost1 - lost0
+        sojourn = counts1[RESPONSE_SUM] - counts0[RESPONSE_SUM] + lost_soj1 - lost_soj0
         row = {
             "chain": spec.name,
             "service": spec.service,
@@ -125,10 +128,9 @@ def build_result(
             "completed": int(counts1[COMPLETED]),
             "dropped": int(counts1[DROPPED]),
             "in_system": int(in_system[c]),
-            # Little's law over the window: mean_jobs ~= departure_rate * mean_sojourn.
-            "mean_jobs": (area1 - area0) / span,
+            # With the devices' mean_jobs, Little's law: sum of departure_rate * mean_sojourn.
             "departure_rate": departed / span,
-            "mean_sojourn": (soj1 - soj0) / departed if departed else math.nan,
+            "mean_sojourn": sojourn / departed if departed else math.nan,
         }
         chains.append(row)
     stages = []
@@ -151,15 +153,16 @@ def build_result(
             i += 1
     devices = []
     for j, dev in enumerate(scenario.devices):
-        a1, d1, area1, busy1 = end["devices"][j]
-        a0, d0, area0, busy0 = warm["devices"][j]
+        area1, busy1 = end["devices"][j]
+        area0, busy0 = warm["devices"][j]
+        here = [s for s in stages if s["device"] == dev.name]
         devices.append(
             {
                 "device": dev.name,
                 "utilisation": (busy1 - busy0) / span,
                 "mean_jobs": (area1 - area0) / span,
-                "arrivals": a1 - a0,
-                "drops": d1 - d0,
+                "arrivals": sum(s["arrivals"] for s in here),
+                "drops": sum(s["drops"] for s in here),
             }
         )
     return SimulationResult(
@@ -173,5 +176,6 @@ def build_result(
         events=events,
         wall_time=wall_time,
         batches=batches.n_batches,
+        mean_jobs=float(sum(d["mean_jobs"] for d in devices)),
         settings=asdict(settings),
     )

@@ -10,6 +10,7 @@ they are long enough to be nearly independent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats as _st
@@ -29,6 +30,7 @@ class Estimate:
     half_width: float
 
 
+@lru_cache(maxsize=256)
 def t_quantile(n_batches: int, level: float = 0.95) -> float:
     return float(_st.t.ppf(0.5 + level / 2.0, n_batches - 1))
 

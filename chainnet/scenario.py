@@ -192,15 +192,19 @@ class Scenario:
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
-        """Read one scenario from a .json, .yaml or .yml file."""
-        return cls.from_dict(load_document(path), str(path))
+        """Read one scenario from a .json, .yaml or .yml file; errors start with the file's path."""
+        data = load_document(path)
+        try:
+            return cls.from_dict(data)
+        except ScenarioError as exc:
+            raise ScenarioError(f"{path}: {exc.where}", exc.value, exc.allowed) from None
 
 
 def load_document(path: str | Path) -> Any:
     """Parse a JSON or YAML file into plain data, with a clear error for a missing or bad file."""
     path = Path(path)
     if not path.is_file():
-        raise ScenarioError(str(path), str(path), "no such file")
+        raise ScenarioError("file", str(path), "no such file")
     text = path.read_text()
     try:
         if path.suffix == ".json":

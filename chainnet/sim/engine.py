@@ -415,7 +415,11 @@ class SimPyEngine:
         self._start_arrivals()
         self.env.run(until=s.warmup_arrivals / total_rate)
         warm = self._snapshot_state()
-        batches = BatchMeans([len(c.stages) for c in self.scenario.chains], s.min_batches)
+        batches = BatchMeans(
+            [len(c.stages) for c in self.scenario.chains],
+            [c.arrival_rate for c in self.scenario.chains],
+            s.min_batches,
+        )
         batches.add(warm["time"], self._row())
         length = s.batch_arrivals / total_rate
         reason = None

@@ -21,6 +21,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m chainnet.simulate scenario_file=examples/edge_small.yaml
+	$(BIN)/python -m datagen n=40 scenario=dsn24 seed=0 out=data/demo_dsn24 shard_size=10 \
+		simulator.precision=0.05 simulator.max_arrivals=50000
+	@echo "demo outputs: logs/simulate/runs/ (QoS tables), data/demo_dsn24/ (dataset)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,270 @@
+"""Generate a dataset: sample scenarios, simulate them in parallel, store them shard by shard.
+
+Sample i depends only on (seed, i): its scenario and its simulation draw from
+`SeedSequence(seed, spawn_key=(i,))`, so the data are the same whatever the number of workers, the
+executor, the order of completion, or how often the run was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from chainnet.scenario import Scenario
+from chainnet.sim import SimulatorSettings, simulate
+from datagen.presets import make_sampler
+from datagen.store import DatasetError, DatasetStore, code_version, read_table
+from datagen.tables import TABLES, simulated_rows
+
+EXECUTORS = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a worker needs to make sample i (small and picklable)."""
+
+    seed: int
+    preset_json: str | None  # the scenario preset, or None when scenarios come from a dataset
+    settings: SimulatorSettings
+
+
+def sample_seeds(seed: int, i: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """The scenario's and the simulation's seed sequences of sample i."""
+    scenario_ss, simulation_ss = np.random.SeedSequence(seed, spawn_key=(i,)).spawn(2)
+    return scenario_ss, simulation_ss
+
+
+@lru_cache(maxsize=8)
+def _sampler(preset_json: str):
+    return make_sampler(json.loads(preset_json))
+
+
+def make_sample(recipe: Recipe, task: tuple[int, str | None]) -> tuple[int, dict]:
+    """Sample i: draw (or take) its scenario, simulate it, return its table rows."""
+    i, scenario_json = task
+    scenario_ss, simulation_ss = sample_seeds(recipe.seed, i)
+    if scenario_json is None:
+        sc = _sampler(recipe.preset_json)(np.random.default_rng(scenario_ss), name=f"s{i}")
+    else:
+        sc = Scenario.from_json(scenario_json, where=f"sample {i}")
+    return i, simulated_rows(i, sc, simulate(sc, simulation_ss, recipe.settings))
+
+
+# ---- executors: each yields results in completion order ---------------------------------------
+
+
+def _ignore_sigint() -> None:
+    # Workers leave Ctrl-C to the parent, which stops them; a shard is only written by the parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_local(fn: Callable, tasks: list, workers: int) -> Iterator:
+    if workers == 1:
+        yield from map(fn, tasks)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
+        yield from pool.imap_unordered(fn, tasks, chunksize=1)
+
+
+def run_dask(fn: Callable, tasks: list, workers: int, address: str | None) -> Iterator:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise DatasetError(
+            "executor=dask needs the optional extra: pip install 'chainnet[dask]'"
+        ) from None
+    cluster = None
+    if address:
+        client = Client(address)
+    else:
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+    try:
+        futures = client.map(fn, tasks, pure=False)
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+def resolve_workers(workers: Any) -> int:
+    if workers == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DatasetError(f"workers: got {workers!r}; expected 'auto' or an integer >= 1")
+    return workers
+
+
+def _positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DatasetError(f"{name}: got {v!r}; expected an integer >= 1")
+    return v
+
+
+def _source_scenarios(source: str | Path, n: int | None) -> tuple[list[str], dict]:
+    """Scenario JSON of every sample of an existing dataset, in sample order, and its manifest."""
+    root = Path(source)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise DatasetError(f"from_dataset: {root} is not a dataset folder (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    samples = read_table(root, "samples")
+    ids = samples["sample"].tolist()
+    if ids != list(range(len(ids))):
+        raise DatasetError(f"from_dataset: {root} does not hold samples 0..{len(ids) - 1}")
+    if n is not None and n > len(ids):
+        raise DatasetError(f"n: got {n}; {root} holds only {len(ids)} samples")
+    return samples["scenario"].tolist()[: n or len(ids)], manifest
+
+
+def generate(
+    *,
+    n: int | None,
+    seed: int,
+    out: str | Path,
+    preset: dict | None,
+    settings: SimulatorSettings,
+    shard_size: int = 100,
+    workers: Any = "auto",
+    executor: str = "local",
+    dask_address: str | None = None,
+    from_dataset: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Create or resume the dataset at `out`; returns a summary. Checks everything before work."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DatasetError(f"seed: got {seed!r}; expected an integer >= 0")
+    shard_size = _positive_int("shard_size", shard_size)
+    workers = resolve_workers(workers)
+    if executor not in EXECUTORS:
+        raise DatasetError(f"executor: got {executor!r}; one of {EXECUTORS}")
+    sources: list[str | None]
+    if from_dataset is None:
+        n = _positive_int("n", n)
+        make_sampler(preset)  # validates the preset before anything is written
+        preset_json = json.dumps(preset, sort_keys=True)
+        sources = [None] * n
+        origin: dict[str, Any] = {"scenario": preset}
+    else:
+        if n is not None:
+            n = _positive_int("n", n)
+        scenarios, src_manifest = _source_scenarios(from_dataset, n)
+        n, preset_json, sources = len(scenarios), None, list(scenarios)
+        origin = {
+            "from_dataset": str(Path(from_dataset).resolve()),
+            "source_identity": src_manifest.get("identity"),
+        }
+    identity = {
+        **origin,
+        "n": n,
+        "seed": seed,
+        "shard_size": shard_size,
+        "simulator": asdict(settings),
+    }
+    store = DatasetStore(out, identity, shard_size)
+    store.save(n=n, **code_version())
+    recipe = Recipe(seed, preset_json, settings)
+    n_shards = math.ceil(n / shard_size)
+    todo = [k for k in range(n_shards) if k not in store.done()]
+    ranges = {k: range(k * shard_size, min((k + 1) * shard_size, n)) for k in todo}
+    tasks = [(i, sources[i]) for k in todo for i in ranges[k]]
+    done_before = n - len(tasks)
+    fn = partial(make_sample, recipe)
+    if executor == "dask":
+        results = run_dask(fn, tasks, workers, dask_address)
+    else:
+        results = run_local(fn, tasks, workers)
+    t0 = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with tqdm(
+            total=n,
+            initial=done_before,
+            unit="sample",
+            desc=f"generating {Path(out).name}",
+            disable=not progress,
+            smoothing=0.05,
+        ) as bar:
+            _collect(results, ranges, store, bar, shard_size)
+    except KeyboardInterrupt:
+        saved = len(store.done())
+        raise Interrupted(
+            f"interrupted: {saved} of {n_shards} shards are saved in {out}; run the same command "
+            "again to finish the rest"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    wall = time.perf_counter() - t0
+    store.save(complete=True, last_run_seconds=wall, last_run_samples=len(tasks))
+    return summarise(out, wall, len(tasks))
+
+
+class Interrupted(Exception):
+    """Generation stopped by a signal; every finished shard is on disk and the run can resume."""
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _collect(results: Iterable, ranges: dict, store: DatasetStore, bar, shard_size: int) -> None:
+    pending: dict[int, dict[int, dict]] = defaultdict(dict)
+    for i, rows in results:
+        k = i // shard_size
+        pending[k][i] = rows
+        bar.update(1)
+        if len(pending[k]) == len(ranges[k]):
+            shard = pending.pop(k)
+            tables = {
+                t: pd.DataFrame([r for i in sorted(shard) for r in shard[i][t]]) for t in TABLES
+            }
+            stops = pd.Series([shard[i]["samples"][0]["stop_reason"] for i in shard])
+            store.write_shard(k, tables, {"stop_reasons": stops.value_counts().to_dict()})
+
+
+def summarise(out: str | Path, wall: float, simulated: int) -> dict[str, Any]:
+    chains = read_table(out, "chains")
+    samples = read_table(out, "samples")
+    loss = chains["loss_ratio"]
+    summary = {
+        "out": str(out),
+        "samples": len(samples),
+        "chains": len(chains),
+        "simulated_now": simulated,
+        "wall_seconds": wall,
+        "samples_per_second": simulated / wall if wall > 0 and simulated else None,
+        "loss_ratio_quantiles": {
+            str(q): float(loss.quantile(q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)
+        },
+        "share_of_chains_losing": {
+            ">1%": float((loss > 0.01).mean()),
+            ">10%": float((loss > 0.10).mean()),
+            ">50%": float((loss > 0.50).mean()),
+        },
+        "stop_reasons": samples["stop_reason"].value_counts().to_dict()
+        if "stop_reason" in samples
+        else {},
+    }
+    return summary

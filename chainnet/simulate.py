@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from chainnet.cli import user_errors
 from chainnet.scenario import Scenario
-from chainnet.sim import SimPyEngine, SimulatorSettings
+from chainnet.sim import SimulatorSettings, make_engine
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -30,8 +30,11 @@ CHAIN_COLUMNS = [
 ]
 
 
-def settings_from(cfg: DictConfig) -> SimulatorSettings:
-    return SimulatorSettings(**OmegaConf.to_container(cfg, resolve=True))
+def settings_from(cfg: DictConfig) -> tuple[SimulatorSettings, str]:
+    """The `simulator` config group: run settings, and which engine (not a setting of the run)."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    engine = values.pop("engine", "fast")
+    return SimulatorSettings(**values), engine
 
 
 def qos_table(chains: pd.DataFrame) -> str:
@@ -41,8 +44,8 @@ def qos_table(chains: pd.DataFrame) -> str:
 
 def run(cfg: DictConfig) -> pd.DataFrame:
     scenario = Scenario.load(cfg.scenario_file)
-    settings = settings_from(cfg.simulator)
-    engine = SimPyEngine(scenario, cfg.seed, settings, debug=cfg.debug)
+    settings, engine_name = settings_from(cfg.simulator)
+    engine = make_engine(scenario, cfg.seed, settings, engine_name, debug=cfg.debug)
     bar = tqdm(
         total=settings.max_arrivals,
         unit="arrival",

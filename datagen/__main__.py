@@ -15,12 +15,14 @@ from datagen.generate import Interrupted, generate
 
 def run(cfg: DictConfig) -> dict:
     from_dataset = cfg.get("from_dataset")
+    settings, engine = settings_from(cfg.simulator)
     summary = generate(
         n=cfg.n,
         seed=cfg.seed,
         out=cfg.out,
         preset=None if from_dataset else OmegaConf.to_container(cfg.scenario, resolve=True),
-        settings=settings_from(cfg.simulator),
+        settings=settings,
+        engine=engine,
         shard_size=cfg.shard_size,
         workers=cfg.workers,
         executor=cfg.executor,

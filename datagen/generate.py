@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from chainnet.scenario import Scenario
-from chainnet.sim import SimulatorSettings, simulate
+from chainnet.sim import ENGINES, SimulatorSettings, simulate
 from datagen.presets import make_sampler
 from datagen.store import DatasetError, DatasetStore, code_version, read_table
 from datagen.tables import TABLES, simulated_rows
@@ -39,6 +39,7 @@ class Recipe:
     seed: int
     preset_json: str | None  # the scenario preset, or None when scenarios come from a dataset
     settings: SimulatorSettings
+    engine: str = "fast"  # not part of a dataset's identity: both engines give the same data
 
 
 def sample_seeds(seed: int, i: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
@@ -60,7 +61,8 @@ def make_sample(recipe: Recipe, task: tuple[int, str | None]) -> tuple[int, dict
         sc = _sampler(recipe.preset_json)(np.random.default_rng(scenario_ss), name=f"s{i}")
     else:
         sc = Scenario.from_json(scenario_json, where=f"sample {i}")
-    return i, simulated_rows(i, sc, simulate(sc, simulation_ss, recipe.settings))
+    res = simulate(sc, simulation_ss, recipe.settings, engine=recipe.engine)
+    return i, simulated_rows(i, sc, res)
 
 
 # ---- executors: each yields results in completion order ---------------------------------------
@@ -146,6 +148,7 @@ def generate(
     out: str | Path,
     preset: dict | None,
     settings: SimulatorSettings,
+    engine: str = "fast",
     shard_size: int = 100,
     workers: Any = "auto",
     executor: str = "local",
@@ -158,6 +161,8 @@ def generate(
         raise DatasetError(f"seed: got {seed!r}; expected an integer >= 0")
     shard_size = _positive_int("shard_size", shard_size)
     workers = resolve_workers(workers)
+    if engine not in ENGINES:
+        raise DatasetError(f"simulator.engine: got {engine!r}; one of {ENGINES}")
     if executor not in EXECUTORS:
         raise DatasetError(f"executor: got {executor!r}; one of {EXECUTORS}")
     sources: list[str | None]
@@ -185,7 +190,7 @@ def generate(
     }
     store = DatasetStore(out, identity, shard_size)
     store.save(n=n, **code_version())
-    recipe = Recipe(seed, preset_json, settings)
+    recipe = Recipe(seed, preset_json, settings, engine)
     n_shards = math.ceil(n / shard_size)
     todo = [k for k in range(n_shards) if k not in store.done()]
     ranges = {k: range(k * shard_size, min((k + 1) * shard_size, n)) for k in todo}

@@ -2,7 +2,8 @@
 
 Compares our SimPy engine (callbacks, no process per job), a straightforward SimPy model of the same
 network (one `simpy.Resource` per device, one process per job; written only for this comparison) and
-the oracle engine, on small networks (4 devices, 2 chains) and large ones (50 devices, 10 chains).
+the oracle engine and the numba fast path (the SimPy engine's logic compiled), on small networks
+(4 devices, 2 chains) and large ones (50 devices, 10 chains).
 An event is a chain arrival or a service completion, counted the same way for every engine. Each
 engine simulates the same scenario over the same simulated horizon, and the event counts of the
 three must agree (they are fed the same random streams). Several random dsn24-like networks of each
@@ -24,6 +25,7 @@ import simpy
 
 from chainnet.scenario import Device, Scenario, ServiceChain, Stage
 from chainnet.sim import SimPyEngine
+from chainnet.sim.fast import FastEngine
 from chainnet.sim.oracle import run_oracle
 from chainnet.sim.streams import Streams
 
@@ -100,6 +102,11 @@ def bench_size(n_devices: int, n_chains: int, seeds: list[int], arrivals: int, r
             eng.run_until(horizon)
             return eng.events
 
+        def fast(sc=sc, horizon=horizon):
+            eng = FastEngine(sc, seed=0)
+            eng.run_until(horizon)
+            return eng.events
+
         runs = [
             measure("simpy_callbacks (ours)", ours, repeats),
             measure(
@@ -108,6 +115,7 @@ def bench_size(n_devices: int, n_chains: int, seeds: list[int], arrivals: int, r
                 repeats,
             ),
             measure("oracle", lambda sc=sc, h=horizon: run_oracle(sc, 0, h).events, repeats),
+            measure("fast (numba, same logic)", fast, repeats),
         ]
         if len({r["events"] for r in runs}) != 1:
             raise SystemExit(f"engines disagree on the event count for seed {seed}: {runs}")
@@ -133,6 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = {"small (4 devices, 2 chains)": (4, 2), "large (50 devices, 10 chains)": (50, 10)}
     report = {"machine": platform.machine(), "args": vars(args), "networks": {}}
+    FastEngine(random_network(2, 1, 0), 0).run_until(1.0)  # compile outside the measurement
     for label, (nd, nc) in sizes.items():
         seeds = list(range(1, args.networks + 1))
         rows = bench_size(nd, nc, seeds, args.arrivals, args.repeats)

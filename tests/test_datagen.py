@@ -66,6 +66,12 @@ def test_same_data_whatever_the_number_of_workers(tmp_path):
     assert digests(tmp_path / "one") == digests(tmp_path / "two")
 
 
+def test_same_data_whatever_the_engine(tmp_path):
+    make(tmp_path / "fast", engine="fast")
+    make(tmp_path / "simpy", engine="simpy")
+    assert digests(tmp_path / "fast") == digests(tmp_path / "simpy")
+
+
 def test_dask_executor_on_a_local_cluster_gives_the_same_data(tmp_path):
     pytest.importorskip("dask.distributed")
     from dask.distributed import LocalCluster
@@ -86,9 +92,11 @@ def test_resume_never_overwrites_and_does_no_work_twice(tmp_path):
 
 
 def _datagen(out, *extra):
+    # The SimPy engine (same data as the fast one) keeps the run long enough to be killed mid-way.
     return subprocess.Popen(
         [sys.executable, "-m", "datagen", "n=24", "shard_size=4", "seed=7", "workers=1",
-         f"out={out}", "hydra.run.dir=" + str(out) + "_logs", *FAST_ARGS, *extra],
+         f"out={out}", "hydra.run.dir=" + str(out) + "_logs", "simulator.engine=simpy",
+         *FAST_ARGS, *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

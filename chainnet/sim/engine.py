@@ -16,7 +16,6 @@ small event each time.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from heapq import heappop, heappush
 
@@ -25,15 +24,9 @@ import simpy
 from simpy.events import NORMAL
 
 from chainnet.scenario import MEMORY_SLACK, Scenario
-from chainnet.sim.result import (
-    OUTCOME_COMPLETE,
-    OUTCOME_DROP,
-    OUTCOME_EXIT,
-    SimulationResult,
-    SimulatorSettings,
-    build_result,
-)
-from chainnet.sim.stats import BatchMeans, chain_width
+from chainnet.sim.base import Engine
+from chainnet.sim.result import OUTCOME_COMPLETE, OUTCOME_DROP, OUTCOME_EXIT, SimulatorSettings
+from chainnet.sim.stats import chain_width
 from chainnet.sim.streams import Streams
 
 
@@ -141,7 +134,7 @@ class _Job:
     _ok = True
 
 
-class SimPyEngine:
+class SimPyEngine(Engine):
     """One run of a scenario. Use `run()` for the steady-state labels, `run_until()` for a trace."""
 
     def __init__(
@@ -374,12 +367,22 @@ class SimPyEngine:
                 )
 
     # ---- running ---------------------------------------------------------------------------------
-    def _start_arrivals(self) -> None:
+    def start(self) -> None:
         for ch in self.chains:
             ch.callbacks = self._arrival_cb
             heappush(self._queue, (next(ch.iat), NORMAL, next(self._eid), ch))
 
-    def _row(self) -> np.ndarray:
+    def advance(self, until: float) -> None:
+        self.env.run(until=until)
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def in_system(self) -> list[int]:
+        return [ch.n for ch in self.chains]
+
+    def counts_row(self) -> np.ndarray:
         return np.fromiter((v for ch in self.chains for v in ch.counts), dtype=float)
 
     def _flush(self, now: float) -> None:
@@ -391,7 +394,7 @@ class SimPyEngine:
             if dev.n:
                 dev.busy += dt
 
-    def _snapshot_state(self) -> dict:
+    def snapshot_state(self) -> dict:
         now = self.env.now
         self._flush(now)
         return {
@@ -400,51 +403,3 @@ class SimPyEngine:
             "stages": [(s.arrived, s.dropped) for s in self.stages],
             "devices": [(d.area, d.busy) for d in self.devices],
         }
-
-    def run_until(self, horizon: float) -> list[tuple]:
-        """Simulate exactly up to `horizon` (no warm-up, no stopping rule); return the trace."""
-        self._start_arrivals()
-        self.env.run(until=horizon)
-        return self.trace if self.trace is not None else []
-
-    def run(self, progress=None) -> SimulationResult:
-        """Warm up, then run batches until the precision target or the arrival cap is reached."""
-        s = self.settings
-        wall0 = time.perf_counter()
-        total_rate = sum(c.arrival_rate for c in self.scenario.chains)
-        self._start_arrivals()
-        self.env.run(until=s.warmup_arrivals / total_rate)
-        warm = self._snapshot_state()
-        batches = BatchMeans(
-            [len(c.stages) for c in self.scenario.chains],
-            [c.arrival_rate for c in self.scenario.chains],
-            s.min_batches,
-        )
-        batches.add(warm["time"], self._row())
-        length = s.batch_arrivals / total_rate
-        reason = None
-        arrivals_cap = s.max_arrivals
-        while reason is None:
-            self.env.run(until=self.env.now + length)
-            if batches.add(self.env.now, self._row()):
-                length *= 2.0
-            arrived = sum(ch.counts[0] for ch in self.chains)
-            if progress is not None:
-                progress(arrived)
-            if batches.converged(s.precision):
-                reason = "precision"
-            elif arrived >= arrivals_cap:
-                reason = "arrival_cap"
-        end = self._snapshot_state()
-        in_system = [ch.n for ch in self.chains]
-        return build_result(
-            self.scenario,
-            warm,
-            end,
-            batches,
-            in_system=in_system,
-            stop_reason=reason,
-            events=self.events,
-            wall_time=time.perf_counter() - wall0,
-            settings=s,
-        )

@@ -128,17 +128,34 @@ class BatchMeans:
     def converged(self, target: float) -> bool:
         """True when every chain's throughput and response time are within `target` (relative).
 
-        A chain that completes nothing (everything dropped) cannot have a response time; it counts
-        as converged once its throughput estimate is exactly zero over every batch.
+        The same estimates as `chain_estimates`, computed for all chains at once (it runs after
+        every batch). A chain that completes nothing (everything dropped) cannot have a response
+        time; it counts as converged once its throughput is exactly zero over every batch.
         """
-        if self.n_batches < self.min_batches:
+        k = self.n_batches
+        if k < self.min_batches:
             return False
-        for c in range(len(self.stage_counts)):
-            est = self.chain_estimates(c)
-            tput, resp = est["throughput"], est["response_time"]
-            if tput.mean == 0.0 and tput.half_width == 0.0:
-                continue
-            for e in (tput, resp):
-                if not (e.half_width <= target * abs(e.mean)):
-                    return False
+        rows = np.asarray(self.rows)
+        starts = self.offsets[:-1]
+        b = np.diff(rows[:, np.concatenate([starts + ARRIVED, starts + COMPLETED,
+                                            starts + RESPONSE_SUM])], axis=0)  # fmt: skip
+        total = rows[-1] - rows[0]
+        m = len(starts)
+        arrived, completed, response = b[:, :m], b[:, m : 2 * m], b[:, 2 * m :]
+        rates = np.asarray(self.arrival_rates)
+        tput = rates * _ratio(completed, arrived)
+        resp = _ratio(response, completed)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tput_point = rates * total[starts + COMPLETED] / total[starts + ARRIVED]
+            resp_point = total[starts + RESPONSE_SUM] / total[starts + COMPLETED]
+        q = t_quantile(k, self.level) / np.sqrt(k)
+        for values, point in ((tput, tput_point), (resp, resp_point)):
+            finite = np.all(np.isfinite(values), axis=0)
+            hw = np.where(finite, q * np.std(np.where(finite, values, 0.0), axis=0, ddof=1), np.inf)
+            ok = hw <= target * np.abs(point)
+            if values is resp:
+                dead = (tput_point == 0.0) & np.all(tput == 0.0, axis=0)
+                ok |= dead
+            if not np.all(ok):
+                return False
         return True

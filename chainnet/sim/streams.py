@@ -24,43 +24,53 @@ def _blocks(draw: Callable[[], np.ndarray]) -> Iterator[float]:
     return _chain.from_iterable(iter(lambda: draw().tolist(), None))
 
 
-def interarrival_stream(gen: np.random.Generator, rate: float) -> Iterator[float]:
+Draw = Callable[[], np.ndarray]  # the next block of a stream
+
+
+def interarrival_draw(gen: np.random.Generator, rate: float) -> Draw:
     scale = 1.0 / rate
-    return _blocks(lambda: gen.standard_exponential(BLOCK) * scale)
+    return lambda: gen.standard_exponential(BLOCK) * scale
 
 
-def requirement_stream(gen: np.random.Generator, stage: Stage) -> Iterator[float] | None:
+def requirement_draw(gen: np.random.Generator, stage: Stage) -> Draw | None:
     """Service requirements in work units; None when they are deterministic (no draw needed)."""
     if stage.distribution == "det":
         return None
     if stage.distribution == "exp":
         work = stage.work
-        return _blocks(lambda: gen.standard_exponential(BLOCK) * work)
+        return lambda: gen.standard_exponential(BLOCK) * work
     # general: gamma with mean `work` and squared coefficient of variation `scv`.
     shape, scale = 1.0 / stage.scv, stage.work * stage.scv
-    return _blocks(lambda: gen.standard_gamma(shape, BLOCK) * scale)
+    return lambda: gen.standard_gamma(shape, BLOCK) * scale
 
 
-def uniform_stream(gen: np.random.Generator) -> Iterator[float]:
-    return _blocks(lambda: gen.random(BLOCK))
+def uniform_draw(gen: np.random.Generator) -> Draw:
+    return lambda: gen.random(BLOCK)
 
 
 class Streams:
-    """All the random streams of one run of `scenario` from `seed`."""
+    """All the random streams of one run of `scenario` from `seed`.
+
+    `*_draws` give each stream's next block (for an engine that keeps its own buffers);
+    `arrivals`, `requirements` and `exits` are the same streams as iterators of floats.
+    """
 
     def __init__(self, scenario: Scenario, seed: int | np.random.SeedSequence):
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         n_stages = sum(len(c.stages) for c in scenario.chains)
         children = iter(ss.spawn(len(scenario.chains) + 2 * n_stages))
         gens = lambda: np.random.default_rng(next(children))  # noqa: E731
-        self.arrivals = [interarrival_stream(gens(), c.arrival_rate) for c in scenario.chains]
-        self.requirements: list[list[Iterator[float] | None]] = []
-        self.exits: list[list[Iterator[float] | None]] = []
+        self.arrival_draws = [interarrival_draw(gens(), c.arrival_rate) for c in scenario.chains]
+        self.requirement_draws: list[list[Draw | None]] = []
+        self.exit_draws: list[list[Draw | None]] = []
         for c in scenario.chains:
             req, ex = [], []
             for st in c.stages:
-                req.append(requirement_stream(gens(), st))
+                req.append(requirement_draw(gens(), st))
                 gen = gens()
-                ex.append(uniform_stream(gen) if 0.0 < st.exit_prob < 1.0 else None)
-            self.requirements.append(req)
-            self.exits.append(ex)
+                ex.append(uniform_draw(gen) if 0.0 < st.exit_prob < 1.0 else None)
+            self.requirement_draws.append(req)
+            self.exit_draws.append(ex)
+        self.arrivals = [_blocks(d) for d in self.arrival_draws]
+        self.requirements = [[d and _blocks(d) for d in row] for row in self.requirement_draws]
+        self.exits = [[d and _blocks(d) for d in row] for row in self.exit_draws]

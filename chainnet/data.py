@@ -1,0 +1,112 @@
+"""A datagen dataset as a PyG `InMemoryDataset` of `HeteroData` graphs (OPFDataset style).
+
+    ds = QoSDataset("data/dsn24", split="train")
+
+The processed splits are cached under `<dataset>/processed/<name>/`, where the name carries the
+feature version, the split fractions and a digest of the dataset's manifest, so two settings never
+overwrite each other and a regenerated dataset is processed again. The split is deterministic by
+sample id (a hash of the id, so neighbouring ids spread over the splits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.data import InMemoryDataset
+
+from chainnet.features import FEATURE_VERSION, attach_targets, scenario_graph
+from chainnet.scenario import Scenario
+
+SPLITS = ("train", "val", "test")
+
+
+def split_of(sample_ids: np.ndarray, fractions: tuple[float, float, float]) -> np.ndarray:
+    """0 (train), 1 (val) or 2 (test) per sample id; depends on the id only."""
+    ids = np.asarray(sample_ids, dtype=np.uint64)
+    u = ((ids * np.uint64(2654435761) + np.uint64(97)) % np.uint64(1_000_003)) / 1_000_003.0
+    edges = np.cumsum(fractions)
+    return np.searchsorted(edges, u, side="right").clip(0, 2)
+
+
+class QoSDataset(InMemoryDataset):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        transform=None,
+        pre_transform=None,
+        force_reload: bool = False,
+    ):
+        if split not in SPLITS:
+            raise ValueError(f"split: got {split!r}; one of {SPLITS}")
+        fractions = tuple(float(f) for f in fractions)
+        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
+            raise ValueError(f"fractions: got {fractions}; three shares that sum to 1")
+        self.source = Path(root)
+        manifest = self.source / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{self.source}: not a dataset folder (no manifest.json)")
+        identity = json.loads(manifest.read_text()).get("identity", {})
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        share = "-".join(f"{f:g}" for f in fractions)
+        self.cache_name = f"v{FEATURE_VERSION}_split{share}_{digest}"
+        self.fractions = fractions
+        self.split = split
+        super().__init__(
+            str(self.source), transform, pre_transform, force_reload=force_reload, log=False
+        )
+        self.load(self.processed_paths[SPLITS.index(split)])
+
+    @property
+    def raw_dir(self) -> str:
+        return str(self.source)
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        return ["manifest.json"]
+
+    @property
+    def processed_dir(self) -> str:
+        return str(self.source / "processed" / self.cache_name)
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        return [f"{s}.pt" for s in SPLITS]
+
+    def download(self) -> None:  # the data are made by datagen, never downloaded
+        raise FileNotFoundError(f"{self.source}: no dataset here; make one with python -m datagen")
+
+    def process(self) -> None:
+        from datagen.store import read_table
+
+        samples = read_table(self.source, "samples")
+        chains = read_table(self.source, "chains")
+        stages = read_table(self.source, "stages")
+        has_stage_labels = "arrivals" in stages.columns
+        chains_of = dict(tuple(chains.groupby("sample", sort=False)))
+        stages_of = dict(tuple(stages.groupby("sample", sort=False))) if has_stage_labels else {}
+        which = split_of(samples["sample"].to_numpy(), self.fractions)
+        out: list[list] = [[], [], []]
+        for (sid, text, max_load), part in zip(
+            samples[["sample", "scenario", "max_offered_load"]].itertuples(index=False), which
+        ):
+            g = scenario_graph(Scenario.from_json(text, where=f"sample {sid}"))
+            ch = chains_of[sid]
+            st = stages_of.get(sid)
+            attach_targets(
+                g,
+                {t: ch[t].to_numpy() for t in ("throughput_ratio", "response_ratio")},
+                None if st is None else {"arrivals": st["arrivals"], "drops": st["drops"]},
+            )
+            g.sample = torch.tensor([int(sid)])
+            g.max_load = torch.tensor([float(max_load)])
+            if self.pre_transform is not None:
+                g = self.pre_transform(g)
+            out[part].append(g)
+        for part, graphs in zip(range(3), out):
+            self.save(graphs, self.processed_paths[part])

@@ -1,0 +1,124 @@
+"""The featurizer and the PyG dataset: graphs that say what the scenario says, batched correctly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tests_helpers import ROOT
+from torch_geometric.loader import DataLoader
+
+from chainnet.data import QoSDataset, split_of
+from chainnet.features import (
+    DEVICE_STATIC,
+    FRAGMENT_STATIC,
+    Normalizer,
+    attach_targets,
+    chain_of_fragments,
+    load_features,
+    reach_probabilities,
+    scenario_graph,
+)
+from chainnet.scenario import Device, Scenario, ServiceChain, Stage
+from chainnet.sim import SimulatorSettings
+from datagen.generate import generate
+
+
+def example() -> Scenario:
+    return Scenario(
+        [Device("a", capacity=4, speed=2.0), Device("b", capacity=10, memory=100.0)],
+        [
+            ServiceChain(
+                "x", 0.5, [Stage("a", 1.0, exit_prob=0.2), Stage("b", 3.0, job_memory=25.0)]
+            ),
+            ServiceChain("y", 0.25, [Stage("b", 1.0)]),
+        ],
+    )
+
+
+def test_graph_structure_and_features():
+    g = scenario_graph(example())
+    assert g["chain"].num_nodes == 2 and g["fragment"].num_nodes == 3 and g["device"].num_nodes == 2
+    assert g["fragment", "placed_on", "device"].edge_index.tolist() == [[0, 1, 2], [0, 1, 1]]
+    assert g["fragment", "next", "fragment"].edge_index.tolist() == [[0], [1]]
+    assert g["chain", "contains", "fragment"].edge_index.tolist() == [[0, 0, 1], [0, 1, 2]]
+    assert g["fragment"].hop.tolist() == [0, 1, 0]
+    x = dict(zip(FRAGMENT_STATIC, g["fragment"].x[1].tolist()))
+    assert x["inv_capacity"] == pytest.approx(0.1) and x["memory_share"] == pytest.approx(0.25)
+    assert x["service_share"] == pytest.approx(3.0 / 3.5)  # 0.5 (work 1 / speed 2) + 3.0
+    d = dict(zip(DEVICE_STATIC, g["device"].x[1].tolist()))
+    assert d["fragments_per_capacity"] == pytest.approx(0.2) and d["memory_limited"] == 1.0
+    # base_load = rate x mean service time: unit-free, the same whatever the time unit
+    assert g["fragment"].base_load.tolist() == pytest.approx([0.25, 1.5, 0.25])
+
+
+def test_load_features_and_reach():
+    sc = example()
+    g = scenario_graph(sc)
+    lf = load_features(g)
+    assert torch.expm1(lf["device"][:, 0]).tolist() == pytest.approx(sc.offered_loads(), rel=1e-6)
+    # Half the jobs pass device a: device b sees 0.5 * 0.8 of chain x's load.
+    lf = load_features(g, torch.tensor([0.5, 1.0, 1.0]))
+    assert torch.expm1(lf["fragment"][:, 3]).tolist() == pytest.approx([1.0, 0.4, 1.0])
+    assert torch.expm1(lf["device"][1, 0]).item() == pytest.approx(1.5 * 0.4 + 0.25, rel=1e-6)
+
+
+def test_batching_keeps_chains_and_hops_apart():
+    graphs = [scenario_graph(example()) for _ in range(3)]
+    batch = next(iter(DataLoader(graphs, batch_size=3)))
+    chain, hop = chain_of_fragments(batch)
+    assert chain.tolist() == [0, 0, 1, 2, 2, 3, 4, 4, 5]
+    assert hop.tolist() == [0, 1, 0] * 3  # `hop` has no 'index' in its name: not shifted
+    p = torch.rand(9)
+    r = reach_probabilities(p, batch["fragment"].exit_prob, chain, hop, 6)
+    expected = torch.ones(9)
+    for i in (1, 4, 7):
+        expected[i] = p[i - 1] * 0.8
+    assert torch.allclose(r, expected)
+
+
+def test_targets_and_normalizer():
+    g = attach_targets(
+        scenario_graph(example()),
+        {"throughput_ratio": [0.9, 1.0], "response_ratio": [0.5, 0.7]},
+        {"arrivals": [100, 80, 0], "drops": [10, 0, 0]},
+    )
+    assert torch.allclose(g["chain"].y, torch.tensor([[0.9, 0.5], [1.0, 0.7]]))
+    yp = g["fragment"].y_pass
+    assert yp[:2].tolist() == pytest.approx([0.9, 1.0]) and torch.isnan(yp[2])
+    norm = Normalizer().fit([g, scenario_graph(example())])
+    z = norm("fragment", g["fragment"].x)
+    assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-5)
+
+
+def test_split_is_deterministic_by_sample_id():
+    ids = np.arange(20_000)
+    w = split_of(ids, (0.8, 0.1, 0.1))
+    assert np.allclose(np.bincount(w) / len(w), [0.8, 0.1, 0.1], atol=0.01)
+    assert (split_of(ids[::-1], (0.8, 0.1, 0.1)) == w[::-1]).all()
+
+
+def test_dataset_from_a_generated_dataset(tmp_path):
+    preset = yaml.safe_load((ROOT / "conf/scenario/dsn24.yaml").read_text())
+    settings = SimulatorSettings(precision=0.1, max_arrivals=15_000, warmup_arrivals=1000)
+    generate(n=30, seed=3, out=tmp_path / "ds", preset=preset, settings=settings, shard_size=10)
+    splits = {s: QoSDataset(tmp_path / "ds", s) for s in ("train", "val", "test")}
+    ids = sorted(int(g.sample) for d in splits.values() for g in d)
+    assert ids == list(range(30))
+    g = splits["train"][0]
+    assert g["chain"].y.shape == (g["chain"].num_nodes, 2)
+    assert not torch.isnan(g["fragment"].y_pass).any()
+    cache = sorted(p.name for p in (tmp_path / "ds/processed").iterdir())
+    other = QoSDataset(tmp_path / "ds", "train", fractions=(0.5, 0.25, 0.25))
+    assert len(sorted((tmp_path / "ds/processed").iterdir())) == len(cache) + 1
+    assert len(other) < len(splits["train"])
+    manifest = json.loads((tmp_path / "ds/manifest.json").read_text())
+    assert manifest["complete"]
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a dataset folder"):
+        QoSDataset(tmp_path)
+    with pytest.raises(ValueError, match="split"):
+        QoSDataset(tmp_path, "dev")

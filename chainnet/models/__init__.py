@@ -1,0 +1,1 @@
+"""QoS models: ChainNet and its baselines."""

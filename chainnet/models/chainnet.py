@@ -1,0 +1,151 @@
+"""ChainNet (Niu, Roveri, Casale, DSN 2024) and its graph baselines, on the graphs of
+`chainnet.features`.
+
+Each of T rounds:
+1. a GRU runs along every chain over its hops; its input at a hop is the fragment's state with its
+   device's state, its initial state the chain's; it gives a state per hop and, at the end, per
+   chain (the graph baselines, `chain_gru=False`, take the mean of the fragments' states instead);
+2. each fragment updates its state (GRUCell) from its hop state and its device's state;
+3. each device aggregates its fragments' states, by GIN (`device_agg="gin"`: an MLP of the sum) or
+   by attention (`"gat"`: GATv2 from fragments to devices), and updates (GRUCell).
+Readouts give each chain's throughput ratio and response ratio, and each fragment's pass
+probability, all in (0, 1).
+
+FCR fixed point: the load features depend on the pass probabilities upstream. The model starts from
+nominal loads (every stage passes everything), predicts pass probabilities, recomputes the loads
+from them and runs again, until the largest change is under `tol` or `max_iter` runs were made; it
+reports the iterations used. Gradients flow through the last run only (earlier runs are detached),
+which is the usual way to train through a fixed point without unrolling it.
+Everything is batched with PyG: no Python loop over graphs or chains.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch_geometric.nn import GATv2Conv
+from torch_geometric.utils import scatter
+
+from chainnet.features import (
+    CHAIN_LOAD,
+    CHAIN_STATIC,
+    DEVICE_LOAD,
+    DEVICE_STATIC,
+    FRAGMENT_LOAD,
+    FRAGMENT_STATIC,
+    Normalizer,
+    chain_of_fragments,
+    load_features,
+    padded_index,
+)
+
+DEVICE_AGGREGATIONS = ("gin", "gat")
+
+
+def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+class ChainNet(nn.Module):
+    def __init__(
+        self,
+        hidden: int = 64,
+        rounds: int = 3,
+        device_agg: str = "gin",
+        chain_gru: bool = True,
+        max_iter: int = 3,
+        tol: float = 1e-3,
+    ):
+        super().__init__()
+        if device_agg not in DEVICE_AGGREGATIONS:
+            raise ValueError(f"model.device_agg: got {device_agg!r}; one of {DEVICE_AGGREGATIONS}")
+        if rounds < 1 or max_iter < 1 or hidden < 1:
+            raise ValueError("model.rounds, model.max_iter and model.hidden must be >= 1")
+        self.hidden, self.rounds, self.max_iter, self.tol = hidden, rounds, max_iter, tol
+        self.device_agg, self.chain_gru = device_agg, chain_gru
+        self.normalizer = Normalizer()
+        self.enc = nn.ModuleDict(
+            {
+                "chain": mlp(len(CHAIN_STATIC) + len(CHAIN_LOAD), hidden, hidden),
+                "fragment": mlp(len(FRAGMENT_STATIC) + len(FRAGMENT_LOAD), hidden, hidden),
+                "device": mlp(len(DEVICE_STATIC) + len(DEVICE_LOAD), hidden, hidden),
+            }
+        )
+        if chain_gru:
+            self.path_gru = nn.GRU(2 * hidden, hidden, batch_first=True)
+        else:
+            self.hop_mlp = mlp(2 * hidden, hidden, hidden)
+        self.fragment_cell = nn.GRUCell(2 * hidden, hidden)
+        if device_agg == "gin":
+            self.eps = nn.Parameter(torch.zeros(1))
+            self.device_mlp = mlp(hidden, hidden, hidden)
+        else:
+            self.device_att = GATv2Conv((hidden, hidden), hidden, add_self_loops=False)
+        self.device_cell = nn.GRUCell(hidden, hidden)
+        self.chain_head = mlp(hidden, hidden, 2)
+        self.pass_head = mlp(2 * hidden, hidden, 1)
+
+    # ---- one run of T rounds for fixed load features ------------------------------------------
+    def _run(self, data, loads, chain, hop, idx, lengths):
+        h = {
+            node: self.enc[node](
+                torch.cat([self.normalizer(node, data[node].x), loads[node]], dim=1)
+            )
+            for node in ("chain", "fragment", "device")
+        }
+        dev_of = data["fragment", "placed_on", "device"].edge_index[1]
+        hosts = data["fragment", "placed_on", "device"].edge_index
+        valid = idx >= 0
+        for _ in range(self.rounds):
+            inp = torch.cat([h["fragment"], h["device"][dev_of]], dim=1)
+            if self.chain_gru:
+                seq = inp.new_zeros(idx.shape + (inp.shape[1],))
+                seq[valid] = inp[idx[valid]]
+                packed = pack_padded_sequence(
+                    seq, lengths.cpu(), batch_first=True, enforce_sorted=False
+                )
+                out, last = self.path_gru(packed, h["chain"].unsqueeze(0))
+                out, _ = pad_packed_sequence(out, batch_first=True, total_length=idx.shape[1])
+                hop_state = inp.new_empty(h["fragment"].shape)
+                hop_state[idx[valid]] = out[valid]
+                h_chain = last.squeeze(0)
+            else:
+                hop_state = self.hop_mlp(inp)
+                h_chain = scatter(hop_state, chain, 0, dim_size=h["chain"].shape[0], reduce="mean")
+            frag = self.fragment_cell(
+                torch.cat([hop_state, h["device"][dev_of]], dim=1), h["fragment"]
+            )
+            if self.device_agg == "gin":
+                summed = scatter(frag, dev_of, 0, dim_size=h["device"].shape[0], reduce="sum")
+                agg = self.device_mlp((1.0 + self.eps) * h["device"] + summed)
+            else:
+                agg = self.device_att((frag, h["device"]), hosts)
+            h = {"chain": h_chain, "fragment": frag, "device": self.device_cell(agg, h["device"])}
+        chain_out = torch.sigmoid(self.chain_head(h["chain"]))
+        pass_prob = torch.sigmoid(
+            self.pass_head(torch.cat([h["fragment"], h["device"][dev_of]], dim=1))
+        ).squeeze(1)
+        return chain_out, pass_prob
+
+    def forward(self, data):
+        """Returns (chain outputs [n_chain, 2], fragment pass probabilities, iterations used)."""
+        chain, hop = chain_of_fragments(data)
+        idx = padded_index(chain, hop, data["chain"].num_nodes)
+        lengths = (idx >= 0).sum(1)
+        pass_prob = torch.ones_like(data["fragment"].base_load)
+        iterations = 1
+        with torch.no_grad():  # iterate to the fixed point without gradients...
+            for _ in range(self.max_iter - 1):
+                _, new_pass = self._run(
+                    data, load_features(data, pass_prob), chain, hop, idx, lengths
+                )
+                change = float((new_pass - pass_prob).abs().max()) if len(new_pass) else 0.0
+                pass_prob = new_pass
+                iterations += 1
+                if change < self.tol:
+                    break
+        # ...then one run with gradients at the fixed point's loads.
+        loads = load_features(data, pass_prob)
+        chain_out, pass_out = self._run(data, loads, chain, hop, idx, lengths)
+        return chain_out, pass_out, iterations

@@ -1,0 +1,100 @@
+"""The ChainNet network: batched, bounded outputs, a reported fixed point, and it learns."""
+
+import pytest
+import torch
+from torch_geometric.loader import DataLoader
+
+from chainnet.features import attach_targets, scenario_graph
+from chainnet.models.chainnet import ChainNet
+from chainnet.scenario import Device, Scenario, ServiceChain, Stage
+
+
+def graphs(n=24, seed=0):
+    rng = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        caps = torch.randint(1, 20, (3,), generator=rng).tolist()
+        works = (torch.rand(4, generator=rng) * 1.5 + 0.1).tolist()
+        rate = 0.3 + 0.05 * (i % 7)
+        sc = Scenario(
+            [Device(f"d{j}", capacity=c) for j, c in enumerate(caps)],
+            [
+                ServiceChain("a", rate, [Stage("d0", works[0]), Stage("d1", works[1])]),
+                ServiceChain("b", 0.4, [Stage("d1", works[2]), Stage("d2", works[3], "exp")]),
+            ],
+        )
+        # A learnable target: throughput ratio falls with the nominal load of the busiest device.
+        load = max(sc.offered_loads())
+        tr = 1.0 / (1.0 + load)
+        g = attach_targets(
+            scenario_graph(sc), {"throughput_ratio": [tr, tr], "response_ratio": [0.5, 0.5]}
+        )
+        out.append(g)
+    return out
+
+
+@pytest.mark.parametrize("agg, gru", [("gin", True), ("gat", True), ("gin", False), ("gat", False)])
+def test_outputs_are_bounded_and_the_fixed_point_is_reported(agg, gru):
+    torch.manual_seed(0)
+    model = ChainNet(hidden=16, rounds=2, device_agg=agg, chain_gru=gru, max_iter=4, tol=1e-9)
+    batch = next(iter(DataLoader(graphs(8), batch_size=8)))
+    out, pass_prob, iterations = model(batch)
+    assert out.shape == (batch["chain"].num_nodes, 2)
+    assert pass_prob.shape == (batch["fragment"].num_nodes,)
+    assert ((out > 0) & (out < 1)).all() and ((pass_prob > 0) & (pass_prob < 1)).all()
+    assert iterations == 4  # a tolerance of 1e-9 is never met by an untrained model
+    loose = ChainNet(hidden=16, rounds=2, device_agg=agg, chain_gru=gru, max_iter=4, tol=10.0)
+    assert loose(batch)[2] == 2  # any change is under a tolerance of 10: stop after one update
+
+
+def test_a_graph_gives_the_same_answer_alone_or_in_a_batch():
+    torch.manual_seed(0)
+    model = ChainNet(hidden=16, rounds=2).eval()
+    gs = graphs(6)
+    with torch.no_grad():
+        together = model(next(iter(DataLoader(gs, batch_size=6))))[0]
+        alone = torch.cat([model(next(iter(DataLoader([g], batch_size=1))))[0] for g in gs])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_the_chain_gru_reads_hops_in_order():
+    torch.manual_seed(0)
+    model = ChainNet(hidden=16, rounds=1, max_iter=1).eval()
+    g = graphs(1)[0]
+    swapped = g.clone()
+    assert g["fragment"].hop.tolist() == [0, 1, 0, 1]
+    swapped["fragment"].hop = torch.tensor([1, 0, 1, 0])  # each chain read backwards
+    edge = swapped["chain", "contains", "fragment"]
+    edge.hop = swapped["fragment"].hop
+    with torch.no_grad():
+        assert not torch.allclose(model(g)[0], model(swapped)[0])
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="model.device_agg"):
+        ChainNet(device_agg="sage")
+    with pytest.raises(ValueError, match="model.rounds"):
+        ChainNet(rounds=0)
+
+
+def test_it_learns():
+    torch.manual_seed(0)
+    data = graphs(48)
+    model = ChainNet(hidden=16, rounds=2, max_iter=2)
+    model.normalizer.fit(data)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loader = DataLoader(data, batch_size=16, shuffle=True)
+
+    def loss_now():
+        with torch.no_grad():
+            b = next(iter(DataLoader(data, batch_size=48)))
+            return torch.nn.functional.l1_loss(model(b)[0][:, 0], b["chain"].y[:, 0]).item()
+
+    before = loss_now()
+    for _ in range(30):
+        for b in loader:
+            loss = torch.nn.functional.l1_loss(model(b)[0], b["chain"].y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert loss_now() < 0.5 * before

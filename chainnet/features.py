@@ -232,6 +232,7 @@ class Normalizer(torch.nn.Module):
         for node, k in sizes.items():
             self.register_buffer(f"{node}_mean", torch.zeros(k))
             self.register_buffer(f"{node}_std", torch.ones(k))
+        self.register_buffer("fitted", torch.tensor(False))
 
     @torch.no_grad()
     def fit(self, graphs) -> Normalizer:
@@ -241,6 +242,7 @@ class Normalizer(torch.nn.Module):
             getattr(self, f"{node}_mean").copy_(x.mean(0))
             # A constant feature (std 0) is centred, not scaled.
             getattr(self, f"{node}_std").copy_(torch.where(std > 0, std, torch.ones_like(std)))
+        self.fitted.fill_(True)
         return self
 
     def forward(self, node: str, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,123 @@
+"""Training harness: a LightningModule around any QoS network, and the datamodule of a dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch_geometric.loader import DataLoader
+
+from chainnet.data import QoSDataset
+from chainnet.metrics import mae, mape
+
+
+class QoSDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    ):
+        super().__init__()
+        root, fractions = str(root), tuple(float(f) for f in fractions)  # plain, for weights_only
+        self.save_hyperparameters(logger=False)
+        self.sets: dict[str, QoSDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test"):
+            if split not in self.sets:
+                self.sets[split] = QoSDataset(
+                    self.hparams.root, split, tuple(self.hparams.fractions)
+                )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.sets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+
+class QoSModule(L.LightningModule):
+    """Trains `net` (built from its config, kept in the checkpoint) on chain and stage targets.
+
+    Loss: L1 on the chain's throughput ratio and response ratio, plus `pass_weight` times L1 on
+    the fragments' pass probabilities where the data has them.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: Any,
+        scheduler: Any = None,
+        pass_weight: float = 0.5,
+    ):
+        super().__init__()
+        # Plain containers only: a checkpoint then loads with torch.load(weights_only=True).
+        net, optimizer, scheduler = (
+            OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else c
+            for c in (net, optimizer, scheduler)
+        )
+        self.save_hyperparameters(logger=False)
+        self.net = instantiate(net)
+
+    def forward(self, batch):
+        return self.net(batch)
+
+    def on_fit_start(self) -> None:
+        if not bool(self.net.normalizer.fitted):
+            self.net.normalizer.fit(list(self.trainer.datamodule.sets["train"]))
+
+    def _step(self, batch, split: str):
+        out, pass_prob, iterations = self(batch)
+        y = batch["chain"].y
+        loss = torch.nn.functional.l1_loss(out, y)
+        y_pass = batch["fragment"].y_pass
+        known = ~torch.isnan(y_pass)
+        if known.any() and self.hparams.pass_weight > 0:
+            loss = loss + self.hparams.pass_weight * torch.nn.functional.l1_loss(
+                pass_prob[known], y_pass[known]
+            )
+        n = batch.num_graphs
+        self.log(f"{split}/loss", loss, batch_size=n, prog_bar=split != "train")
+        self.log(f"{split}/fixed_point_iterations", float(iterations), batch_size=n)
+        if split != "train":
+            pred, true = out.detach().cpu().numpy(), y.cpu().numpy()
+            self.log(f"{split}/mape_throughput_ratio", mape(pred[:, 0], true[:, 0]), batch_size=n)
+            self.log(f"{split}/mape_response_ratio", mape(pred[:, 1], true[:, 1]), batch_size=n)
+            self.log(f"{split}/mae_loss_ratio", mae(pred[:, 0], true[:, 0]), batch_size=n)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test")
+
+    def configure_optimizers(self):
+        # Configs stay plain (saved in the checkpoint); the `_partial_` ones are built here.
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
+        }

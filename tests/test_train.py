@@ -1,0 +1,63 @@
+"""train.py: configs compose, every graph model trains, checkpoints load on their own."""
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from tests_helpers import ROOT
+
+from chainnet.lit import QoSModule
+from chainnet.sim import SimulatorSettings
+from datagen.generate import generate
+from train import CONF, train
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    preset = yaml.safe_load((ROOT / "conf/scenario/dsn24.yaml").read_text())
+    settings = SimulatorSettings(precision=0.1, max_arrivals=15_000, warmup_arrivals=1000)
+    generate(n=40, seed=1, out=out, preset=preset, settings=settings, shard_size=20, progress=False)
+    return out
+
+
+def config(tiny, tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                f"data.root={tiny}",
+                "data.batch_size=8",
+                "model.net.hidden=8",
+                "model.net.rounds=1",
+                "trainer.max_epochs=2",
+                "trainer.enable_progress_bar=false",
+                *overrides,
+            ],
+            return_hydra_config=False,
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+@pytest.mark.parametrize("model", ["chainnet_gin", "chainnet_gat", "gin", "gat"])
+def test_each_model_trains_on_a_tiny_dataset(tiny, tmp_path, model):
+    metrics, best = train(config(tiny, tmp_path, f"model={model}"))
+    assert "val/mape_throughput_ratio" in metrics and "test/mape_throughput_ratio" in metrics
+    assert best and (tmp_path / "csv").is_dir()
+
+
+def test_checkpoint_loads_alone_and_predicts_the_same(tiny, tmp_path):
+    _, best = train(config(tiny, tmp_path, "test=false"))
+    model = QoSModule.load_from_checkpoint(best, weights_only=True).eval()
+    assert bool(model.net.normalizer.fitted)
+    again = QoSModule.load_from_checkpoint(best, weights_only=True).eval()
+    from torch_geometric.loader import DataLoader
+
+    from chainnet.data import QoSDataset
+
+    batch = next(iter(DataLoader(QoSDataset(tiny, "val"), batch_size=4)))
+    with torch.no_grad():
+        assert torch.equal(model(batch)[0], again(batch)[0])

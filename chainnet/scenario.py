@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -185,7 +186,7 @@ class Scenario:
     @classmethod
     def from_yaml(cls, text: str, where: str = "scenario") -> Scenario:
         try:
-            data = yaml.safe_load(text)
+            data = yaml_load(text)
         except yaml.YAMLError as exc:
             raise ScenarioError(where, text[:40], f"not valid YAML ({exc})") from None
         return cls.from_dict(data, where)
@@ -200,17 +201,39 @@ class Scenario:
             raise ScenarioError(f"{path}: {exc.where}", exc.value, exc.allowed) from None
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `5e-1` is a string; YAML 1.2 and users read a float."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: no arbitrary objects
+
+
 def load_document(path: str | Path) -> Any:
     """Parse a JSON or YAML file into plain data, with a clear error for a missing or bad file."""
     path = Path(path)
     if not path.is_file():
         raise ScenarioError("file", str(path), "no such file")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix == ".json":
             return json.loads(text)
-        return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        return yaml_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ScenarioError(str(path), path.name, f"cannot be parsed: {exc}") from None
 
 

@@ -5,6 +5,7 @@ Writes chains.csv, stages.csv and devices.csv (and the resolved config) to the r
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import hydra
@@ -34,6 +35,10 @@ def settings_from(cfg: DictConfig) -> tuple[SimulatorSettings, str]:
     """The `simulator` config group: run settings, and which engine (not a setting of the run)."""
     values = OmegaConf.to_container(cfg, resolve=True)
     engine = values.pop("engine", "fast")
+    known = {f.name for f in fields(SimulatorSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"simulator.{unknown[0]}: unknown setting; known: {sorted(known)}, engine")
     return SimulatorSettings(**values), engine
 
 

@@ -7,6 +7,7 @@ executor, the order of completion, or how often the run was interrupted and resu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from chainnet.scenario import Scenario
 from chainnet.sim import ENGINES, SimulatorSettings, simulate
 from datagen.presets import make_sampler
-from datagen.store import DatasetError, DatasetStore, code_version, read_table
+from datagen.store import DatasetError, DatasetStore, code_version, positive_int, read_table
 from datagen.tables import TABLES, simulated_rows
 
 EXECUTORS = ("local", "dask")
@@ -119,12 +120,6 @@ def resolve_workers(workers: Any) -> int:
     return workers
 
 
-def _positive_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise DatasetError(f"{name}: got {v!r}; expected an integer >= 1")
-    return v
-
-
 def _source_scenarios(source: str | Path, n: int | None) -> tuple[list[str], dict]:
     """Scenario JSON of every sample of an existing dataset, in sample order, and its manifest."""
     root = Path(source)
@@ -132,6 +127,10 @@ def _source_scenarios(source: str | Path, n: int | None) -> tuple[list[str], dic
     if not manifest_path.is_file():
         raise DatasetError(f"from_dataset: {root} is not a dataset folder (no manifest.json)")
     manifest = json.loads(manifest_path.read_text())
+    if not manifest.get("complete") or not manifest.get("shards"):
+        raise DatasetError(
+            f"from_dataset: {root} is not a complete dataset; finish it (run its command again)"
+        )
     samples = read_table(root, "samples")
     ids = samples["sample"].tolist()
     if ids != list(range(len(ids))):
@@ -159,7 +158,7 @@ def generate(
     """Create or resume the dataset at `out`; returns a summary. Checks everything before work."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DatasetError(f"seed: got {seed!r}; expected an integer >= 0")
-    shard_size = _positive_int("shard_size", shard_size)
+    shard_size = positive_int("shard_size", shard_size)
     workers = resolve_workers(workers)
     if engine not in ENGINES:
         raise DatasetError(f"simulator.engine: got {engine!r}; one of {ENGINES}")
@@ -167,19 +166,24 @@ def generate(
         raise DatasetError(f"executor: got {executor!r}; one of {EXECUTORS}")
     sources: list[str | None]
     if from_dataset is None:
-        n = _positive_int("n", n)
+        n = positive_int("n", n)
         make_sampler(preset)  # validates the preset before anything is written
         preset_json = json.dumps(preset, sort_keys=True)
         sources = [None] * n
         origin: dict[str, Any] = {"scenario": preset}
     else:
         if n is not None:
-            n = _positive_int("n", n)
+            n = positive_int("n", n)
         scenarios, src_manifest = _source_scenarios(from_dataset, n)
         n, preset_json, sources = len(scenarios), None, list(scenarios)
+        checksums = {k: v["sha256"] for k, v in src_manifest["shards"].items()}
         origin = {
             "from_dataset": str(Path(from_dataset).resolve()),
             "source_identity": src_manifest.get("identity"),
+            # the source's content, not just its name: a changed source is another config
+            "source_digest": hashlib.sha256(
+                json.dumps(checksums, sort_keys=True).encode()
+            ).hexdigest(),
         }
     identity = {
         **origin,
@@ -188,9 +192,29 @@ def generate(
         "shard_size": shard_size,
         "simulator": asdict(settings),
     }
-    store = DatasetStore(out, identity, shard_size)
-    store.save(n=n, **code_version())
+    code = code_version()
+    store = DatasetStore(out, identity, shard_size, code)
     recipe = Recipe(seed, preset_json, settings, engine)
+    try:
+        return _run(store, recipe, sources, workers, executor, dask_address, progress)
+    finally:
+        store.close()
+
+
+def _run(
+    store: DatasetStore,
+    recipe: Recipe,
+    sources: list[str | None],
+    workers: int,
+    executor: str,
+    dask_address: str | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """Make every sample the store does not hold yet, shard by shard; returns the summary."""
+    n, shard_size, out = len(sources), store.shard_size, store.root
+    store.save(n=n, last_run_with=store.code)
+    if store.repaired:
+        print(f"{out}: shards {', '.join(store.repaired)} were damaged and will be made again")
     n_shards = math.ceil(n / shard_size)
     todo = [k for k in range(n_shards) if k not in store.done()]
     ranges = {k: range(k * shard_size, min((k + 1) * shard_size, n)) for k in todo}

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from chainnet.chainnet_raw import read_chainnet_split
 from chainnet.cli import user_errors
 from chainnet.simulate import CONF
-from datagen.store import DatasetStore, code_version
+from datagen.store import DatasetStore, code_version, positive_int
 from datagen.tables import TABLES, scenario_rows
 
 SEMANTICS = {
@@ -33,6 +33,7 @@ SEMANTICS = {
 
 
 def import_split(src: str | Path, out: str | Path, shard_size: int = 1000, progress=True) -> int:
+    positive_int("shard_size", shard_size)
     samples = read_chainnet_split(src)
     if not samples or not samples[0].labels:
         raise ValueError(f"src: {src} has no label files; nothing to import as a labelled dataset")
@@ -42,8 +43,16 @@ def import_split(src: str | Path, out: str | Path, shard_size: int = 1000, progr
         "shard_size": shard_size,
         "semantics": SEMANTICS,
     }
-    store = DatasetStore(out, identity, shard_size)
-    store.save(n=len(samples), **code_version())
+    store = DatasetStore(out, identity, shard_size, code_version())
+    try:
+        _write(store, samples, shard_size, progress)
+    finally:
+        store.close()
+    return len(samples)
+
+
+def _write(store: DatasetStore, samples, shard_size: int, progress: bool) -> None:
+    store.save(n=len(samples))
     n_shards = math.ceil(len(samples) / shard_size)
     for k in tqdm(range(n_shards), desc="importing", unit="shard", disable=not progress):
         if k in store.done():
@@ -63,7 +72,6 @@ def import_split(src: str | Path, out: str | Path, shard_size: int = 1000, progr
                 rows[t].extend(r[t])
         store.write_shard(k, {t: pd.DataFrame(rows[t]) for t in TABLES}, {})
     store.save(complete=True)
-    return len(samples)
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="import_chainnet")

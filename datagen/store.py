@@ -15,6 +15,7 @@ done. A shard file not in the manifest is an interrupted write: it is deleted an
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from datagen.tables import TABLE_KEYS, TABLES
 
 FORMAT = "chainnet-dataset"
 FORMAT_VERSION = 1
+LOCK = ".lock"
 
 
 class DatasetError(ValueError):
@@ -89,25 +91,56 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')}: {b!r} in the folder, {a!r} now"]
 
 
-class DatasetStore:
-    """Open (create or resume) the dataset at `root` made with `identity`."""
+def positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DatasetError(f"{name}: got {v!r}; expected an integer >= 1")
+    return v
 
-    def __init__(self, root: str | Path, identity: dict[str, Any], shard_size: int):
+
+class DatasetStore:
+    """Open (create or resume) the dataset at `root` made with `identity`.
+
+    Holds an exclusive lock on the folder until `close()` (or the process ends), so two runs never
+    write into one dataset. On opening, a recorded shard whose files are missing or fail their
+    checksum is forgotten (it will be made again), and files no record mentions are deleted.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        identity: dict[str, Any],
+        shard_size: int,
+        code: dict[str, Any] | None = None,
+    ):
         self.root = Path(root)
         self.identity = identity
-        self.shard_size = shard_size
+        self.shard_size = positive_int("shard_size", shard_size)
+        self.code = code or {}
         self.manifest_path = self.root / "manifest.json"
+        if self.root.exists() and not self.root.is_dir():
+            raise DatasetError(f"out: {self.root} is a file, not a folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.root / LOCK, "a+")  # noqa: SIM115 (held for the run)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise DatasetError(
+                f"{self.root}: another run is writing this dataset; wait for it to finish"
+            ) from None
         if self.manifest_path.exists():
             self.manifest = self._load_manifest()
             diff = _differences(identity, self.manifest.get("identity", {}))
             if diff:
+                self.close()
                 raise DatasetError(
                     f"{self.root} holds a dataset made with another config ("
                     + "; ".join(diff[:4])
                     + "). Use another out= folder, or delete this one to start again."
                 )
         else:
-            if self.root.exists() and any(self.root.iterdir()):
+            if not self._only_interrupted_leftovers():
+                self.close()
                 raise DatasetError(
                     f"{self.root} is not empty and holds no manifest.json: refusing to write a "
                     "dataset into it. Use an empty or new out= folder."
@@ -117,11 +150,46 @@ class DatasetStore:
                 "format_version": FORMAT_VERSION,
                 "identity": identity,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "created_with": self.code,
                 "shards": {},
             }
+            self.save()  # the manifest first: from here on the folder is recognisably ours
         for table in TABLES:
-            (self.root / table).mkdir(parents=True, exist_ok=True)
+            (self.root / table).mkdir(exist_ok=True)
+        self.repaired = self._forget_damaged()
         self._remove_unrecorded()
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+    def _only_interrupted_leftovers(self) -> bool:
+        """True if the folder holds nothing but what an interrupted first run could leave."""
+        for entry in self.root.iterdir():
+            if entry.name in (LOCK, f".{self.manifest_path.name}.tmp"):
+                continue
+            ours = entry.is_dir() and entry.name in TABLES
+            if ours and all(
+                f.is_file() and f.name.startswith(("part-", ".part-")) for f in entry.iterdir()
+            ):
+                continue
+            return False
+        return True
+
+    def _forget_damaged(self) -> list[str]:
+        damaged = []
+        for k, shard in list(self.manifest["shards"].items()):
+            for rel, digest in shard.get("sha256", {}).items():
+                f = self.root / rel
+                if not f.is_file() or sha256(f) != digest:
+                    damaged.append(k)
+                    del self.manifest["shards"][k]
+                    break
+        if damaged:
+            self.manifest["complete"] = False
+            self.save()
+        return damaged
 
     def _load_manifest(self) -> dict[str, Any]:
         try:
@@ -168,6 +236,7 @@ class DatasetStore:
             "rows": {t: len(tables[t]) for t in TABLES},
             "files": files,
             "sha256": {f"{t}/{n}": sha256(self.root / t / n) for t, n in files},
+            "code": self.code,
             **extra,
         }
         self.save()
@@ -183,17 +252,25 @@ class DatasetStore:
 
 
 def verify(root: str | Path) -> list[str]:
-    """Check every shard file against the manifest; returns the problems found (empty if none)."""
+    """Check every shard file against the manifest; returns the problems found (empty if none).
+
+    An unfinished dataset is reported too: it is consistent, but not all of it is there yet.
+    """
     root = Path(root)
     path = root / "manifest.json"
     if not path.is_file():
         return [f"{path}: no manifest (not a dataset folder)"]
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        return [f"{path}: unreadable manifest ({exc})"]
+        shards = manifest["shards"]
+        records = sorted(shards.items(), key=lambda kv: int(kv[0]))
+        for _, shard in records:
+            shard["sha256"].items()
+            range(*shard["samples"])
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        return [f"{path}: not a valid {FORMAT} manifest ({type(exc).__name__}: {exc})"]
     problems = []
-    for k, shard in sorted(manifest.get("shards", {}).items(), key=lambda kv: int(kv[0])):
+    for k, shard in records:
         for rel, digest in shard["sha256"].items():
             f = root / rel
             if not f.is_file():
@@ -201,9 +278,12 @@ def verify(root: str | Path) -> list[str]:
             elif sha256(f) != digest:
                 problems.append(f"shard {k}: {rel} does not match its checksum")
     n = manifest.get("n")
-    ids = sorted(i for s in manifest.get("shards", {}).values() for i in range(*s["samples"]))
-    if manifest.get("complete") and n is not None and ids != list(range(n)):
-        problems.append(f"manifest says complete but holds {len(ids)} of {n} sample ids")
+    ids = sorted(i for s in shards.values() for i in range(*s["samples"]))
+    if n is not None and ids != list(range(n)):
+        problems.append(
+            f"incomplete: {len(ids)} of {n} samples are recorded; run the same command again"
+            " to finish it"
+        )
     return problems
 
 

@@ -56,7 +56,8 @@ def test_layout_is_readable_with_plain_pandas(tmp_path):
     assert manifest["complete"] and manifest["counts"]["samples"] == 12
     assert manifest["identity"]["scenario"]["name"] == "dsn24"
     assert manifest["identity"]["simulator"]["precision"] == 0.1
-    assert "git_revision" in manifest and "package_version" in manifest
+    assert set(manifest["created_with"]) == {"git_revision", "package_version"}
+    assert all(shard["code"] == manifest["created_with"] for shard in manifest["shards"].values())
     assert verify(tmp_path / "ds") == []
 
 
@@ -138,13 +139,15 @@ def test_killed_run_resumes_to_the_same_dataset(tmp_path, sig, reference):
         assert "run the same command again" in stderr and "Traceback" not in stderr
     done = len(checksums(out))
     assert 2 <= done < 6
-    assert verify(out) == []  # what is on disk after the kill is consistent
+    # What is on disk after the kill is consistent, only unfinished.
+    assert [p.split(":")[0] for p in verify(out)] == ["incomplete"]
     again = _datagen(out)
     assert again.wait() == 0, again.communicate()
     assert digests(out) == digests(reference)
     for table in TABLES:
         pd.testing.assert_frame_equal(read_table(out, table), read_table(reference, table))
-    assert not [p for p in out.rglob(".*") if p.is_file()]  # no temporary file left
+    # No temporary file left (the lock file stays; the system releases a dead run's lock).
+    assert not [p for p in out.rglob(".*") if p.is_file() and p.name != ".lock"]
 
 
 def test_unrecorded_shard_files_are_rewritten(tmp_path):
@@ -276,3 +279,67 @@ def test_import_names_missing_files(tmp_path):
     assert proc.returncode == 2
     assert "service.txt" in proc.stderr and "path.txt" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_kill_before_the_first_shard_leaves_a_resumable_folder(tmp_path):
+    # What a kill during the very first steps can leave: table folders, partial files, no manifest.
+    out = tmp_path / "ds"
+    (out / "chains").mkdir(parents=True)
+    (out / "chains/.part-00000.parquet.tmp").write_bytes(b"partial")
+    (out / ".manifest.json.tmp").write_bytes(b"{")
+    make(out)
+    assert verify(out) == []
+
+
+def test_damaged_recorded_shards_are_made_again(tmp_path):
+    make(tmp_path / "ds")
+    reference = digests(tmp_path / "ds")
+    (tmp_path / "ds/chains/part-00001.parquet").unlink()
+    victim = tmp_path / "ds/stages/part-00002.parquet"
+    victim.write_bytes(victim.read_bytes()[:-4] + b"XXXX")
+    summary = make(tmp_path / "ds")
+    assert summary["simulated_now"] == 8
+    assert digests(tmp_path / "ds") == reference and verify(tmp_path / "ds") == []
+
+
+def test_two_runs_never_write_one_folder(tmp_path):
+    from datagen.store import DatasetStore
+
+    first = DatasetStore(tmp_path / "ds", {"n": 1}, 4)
+    try:
+        with pytest.raises(DatasetError, match="another run is writing"):
+            make(tmp_path / "ds")
+    finally:
+        first.close()
+
+
+def test_verify_reports_an_unfinished_or_malformed_dataset(tmp_path):
+    make(tmp_path / "ds")
+    manifest = json.loads((tmp_path / "ds/manifest.json").read_text())
+    del manifest["shards"]["2"]
+    (tmp_path / "ds/manifest.json").write_text(json.dumps(manifest))
+    assert any(p.startswith("incomplete: 8 of 12") for p in verify(tmp_path / "ds"))
+    (tmp_path / "ds/manifest.json").write_text("[1, 2]")
+    assert "not a valid" in verify(tmp_path / "ds")[0]
+
+
+def test_from_dataset_refuses_an_unfinished_source(tmp_path):
+    make(tmp_path / "src", n=8)
+    manifest = json.loads((tmp_path / "src/manifest.json").read_text())
+    manifest["complete"] = False
+    (tmp_path / "src/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="not a complete dataset"):
+        generate(n=None, seed=7, out=tmp_path / "re", preset=None, settings=FAST,
+                 from_dataset=tmp_path / "src")  # fmt: skip
+
+
+def test_out_must_be_a_folder_and_import_shard_size_positive(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="is a file"):
+        make(tmp_path / "file")
+    from datagen.import_chainnet import import_split
+
+    for bad in (0, -5):
+        with pytest.raises(DatasetError, match="shard_size"):
+            import_split(SPLIT, tmp_path / "imp", shard_size=bad)
+    assert not (tmp_path / "imp").exists()

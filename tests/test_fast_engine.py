@@ -53,8 +53,8 @@ def test_engine_choice_and_debug():
 def _per_chain_rule(b: BatchMeans, target: float) -> bool:
     for c in range(len(b.stage_counts)):
         est = b.chain_estimates(c)
-        t, r = est["throughput"], est["response_time"]
-        if t.mean == 0.0 and t.half_width == 0.0:
+        t, r, loss = est["throughput"], est["response_time"], est["loss_ratio"]
+        if t.mean == 0.0 and loss.mean >= 0.9:  # lost everything: no response time to estimate
             continue
         if not (t.half_width <= target * abs(t.mean) and r.half_width <= target * abs(r.mean)):
             return False

@@ -149,3 +149,10 @@ def test_missing_required_field_and_bad_documents(tmp_path):
 def test_region_spanning_devices_is_kept():
     sc = edge()
     assert sc.regions == (Region("rack", ("cam", "gw"), capacity=12, memory=900.0),)
+
+
+def test_yaml_reads_scientific_notation_as_numbers():
+    text = "devices: [{capacity: 3}]\n"
+    text += "chains: [{arrival_rate: 5e-1, stages: [{device: d0, work: 2E0}]}]"
+    sc = Scenario.from_yaml(text)
+    assert sc.chains[0].arrival_rate == 0.5 and sc.chains[0].stages[0].work == 2.0

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 ENGINES = ("fast", "simpy")
+FAST_ENGINE_MAX_SLOTS = 2_000_000
 
 
 def make_engine(
@@ -38,7 +39,10 @@ def make_engine(
 ) -> Engine:
     if engine not in ENGINES:
         raise ValueError(f"simulator.engine: got {engine!r}; one of {ENGINES}")
-    if engine == "simpy" or debug:
+    # The fast engine preallocates a slot per job a device can hold; beyond this many slots the
+    # SimPy engine (same results, allocation on demand) runs instead.
+    slots = sum(d.capacity for d in scenario.devices)
+    if engine == "simpy" or debug or slots > FAST_ENGINE_MAX_SLOTS:
         return SimPyEngine(scenario, seed, settings, trace=trace, debug=debug)
     from chainnet.sim.fast import FastEngine  # compiles on first use
 

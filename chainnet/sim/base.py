@@ -57,8 +57,11 @@ class Engine:
         wall0 = time.perf_counter()
         chains = self.scenario.chains
         total_rate = sum(c.arrival_rate for c in chains)
+        # Warm-up: the expected time of `warmup_arrivals` arrivals, and at least ten times the
+        # longest chain's total mean service time, so that slow chains are past their transient.
+        longest = max(sum(self.scenario.mean_service_time(st) for st in c.stages) for c in chains)
         self.start()
-        self.advance(s.warmup_arrivals / total_rate)
+        self.advance(max(s.warmup_arrivals / total_rate, 10.0 * longest))
         warm = self.snapshot_state()
         batches = BatchMeans(
             [len(c.stages) for c in chains], [c.arrival_rate for c in chains], s.min_batches

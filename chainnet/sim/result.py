@@ -27,6 +27,8 @@ class SimulatorSettings:
     min_batches: int = 32
 
     def __post_init__(self) -> None:
+        if isinstance(self.precision, bool) or not isinstance(self.precision, (int, float)):
+            raise ValueError(f"simulator.precision: got {self.precision!r}; expected a number")
         if not (0.0 < self.precision < 1.0):
             raise ValueError(
                 f"simulator.precision: got {self.precision!r}; allowed range is (0, 1)"

@@ -20,6 +20,18 @@ ARRIVED, COMPLETED, DROPPED, RESPONSE_SUM, ACCURACY_SUM = range(5)
 FIXED = 5
 
 
+# A chain that completes nothing while this share of its arrivals is dropped has lost everything.
+LOST_CHAIN_SHARE = 0.9
+
+
+def chain_lost(arrived, completed, dropped):
+    """True where a chain completed nothing over a window and dropped (nearly) all its arrivals."""
+    arrived, completed, dropped = (
+        np.asarray(x, dtype=float) for x in (arrived, completed, dropped)
+    )
+    return (completed == 0) & (arrived > 0) & (dropped >= LOST_CHAIN_SHARE * arrived)
+
+
 def chain_width(n_stages: int) -> int:
     return FIXED + n_stages
 
@@ -129,16 +141,18 @@ class BatchMeans:
         """True when every chain's throughput and response time are within `target` (relative).
 
         The same estimates as `chain_estimates`, computed for all chains at once (it runs after
-        every batch). A chain that completes nothing (everything dropped) cannot have a response
-        time; it counts as converged once its throughput is exactly zero over every batch.
+        every batch). A chain that loses everything cannot have a response time: it counts as
+        converged when it completed nothing over the whole window while at least
+        `LOST_CHAIN_SHARE` of its arrivals were dropped (`chain_lost`). A chain that merely has
+        not completed anything yet (slow service) is not converged.
         """
         k = self.n_batches
         if k < self.min_batches:
             return False
         rows = np.asarray(self.rows)
         starts = self.offsets[:-1]
-        b = np.diff(rows[:, np.concatenate([starts + ARRIVED, starts + COMPLETED,
-                                            starts + RESPONSE_SUM])], axis=0)  # fmt: skip
+        cols = np.concatenate([starts + ARRIVED, starts + COMPLETED, starts + RESPONSE_SUM])
+        b = np.diff(rows[:, cols], axis=0)
         total = rows[-1] - rows[0]
         m = len(starts)
         arrived, completed, response = b[:, :m], b[:, m : 2 * m], b[:, 2 * m :]
@@ -154,8 +168,8 @@ class BatchMeans:
             hw = np.where(finite, q * np.std(np.where(finite, values, 0.0), axis=0, ddof=1), np.inf)
             ok = hw <= target * np.abs(point)
             if values is resp:
-                dead = (tput_point == 0.0) & np.all(tput == 0.0, axis=0)
-                ok |= dead
+                ok |= chain_lost(total[starts + ARRIVED], total[starts + COMPLETED],
+                                 total[starts + DROPPED])  # fmt: skip
             if not np.all(ok):
                 return False
         return True

@@ -56,7 +56,15 @@ class Streams:
     """
 
     def __init__(self, scenario: Scenario, seed: int | np.random.SeedSequence):
-        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        if isinstance(seed, np.random.SeedSequence):
+            # A copy: spawning from the caller's object would change what it gives next time.
+            ss = np.random.SeedSequence(
+                seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size
+            )
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: got {seed!r}; expected an integer >= 0")
+        else:
+            ss = np.random.SeedSequence(int(seed))
         n_stages = sum(len(c.stages) for c in scenario.chains)
         children = iter(ss.spawn(len(scenario.chains) + 2 * n_stages))
         gens = lambda: np.random.default_rng(next(children))  # noqa: E731

@@ -48,6 +48,9 @@ def test_bad_input_is_one_clear_line_without_traceback(tmp_path):
         (["scenario_file=missing.yaml"], "no such file"),
         ([], "Missing mandatory value: scenario_file"),
         ([f"scenario_file={EXAMPLE}", "simulator.precision=0"], "simulator.precision"),
+        ([f"scenario_file={EXAMPLE}", "simulator.precision=abc"], "expected a number"),
+        ([f"scenario_file={EXAMPLE}", "seed=abc"], "seed: got 'abc'"),
+        ([f"scenario_file={EXAMPLE}", "+simulator.foo=1"], "simulator.foo: unknown setting"),
     ]:
         proc = _cli(*args)
         assert proc.returncode == 2, proc.stderr

@@ -35,6 +35,7 @@ def train(cfg: DictConfig) -> tuple[dict, str | None]:
         if cfg.get("test", False):
             trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+            report(model, datamodule, Path(cfg.paths.output_dir))
     finally:
         for lg in loggers:  # one failed job must not leave a wandb run open in a multirun
             if type(lg).__name__ == "WandbLogger":
@@ -42,6 +43,18 @@ def train(cfg: DictConfig) -> tuple[dict, str | None]:
 
                 wandb.finish()
     return metrics, best or None
+
+
+def report(model, datamodule, out: Path) -> None:
+    """Saved with every run: metrics per load band, predicted against simulated, learning curves."""
+    from chainnet.evaluate import evaluate, plot_learning_curves, plot_predictions, predict_graphs
+
+    test = datamodule.sets["test"]
+    table, df = evaluate(datamodule.hparams.root, predict_graphs(model.net, test))
+    table.to_csv(out / "test_metrics_by_load.csv")
+    plot_predictions(df, out / "pred_vs_sim.png", f"{type(model.net).__name__}, test split")
+    for csv in out.glob("csv/version_*/metrics.csv"):
+        plot_learning_curves(csv, out / "learning_curves.png")
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="train")

@@ -88,7 +88,7 @@ class QoSModule(L.LightningModule):
         loss = torch.nn.functional.l1_loss(out, y)
         y_pass = batch["fragment"].y_pass
         known = ~torch.isnan(y_pass)
-        if known.any() and self.hparams.pass_weight > 0:
+        if pass_prob is not None and known.any() and self.hparams.pass_weight > 0:
             loss = loss + self.hparams.pass_weight * torch.nn.functional.l1_loss(
                 pass_prob[known], y_pass[known]
             )

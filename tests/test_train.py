@@ -1,5 +1,6 @@
 """train.py: configs compose, every graph model trains, checkpoints load on their own."""
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -10,6 +11,7 @@ from tests_helpers import ROOT
 from chainnet.lit import QoSModule
 from chainnet.sim import SimulatorSettings
 from datagen.generate import generate
+from eval import run_eval
 from train import CONF, train
 
 
@@ -30,7 +32,6 @@ def config(tiny, tmp_path, *overrides):
                 f"data.root={tiny}",
                 "data.batch_size=8",
                 "model.net.hidden=8",
-                "model.net.rounds=1",
                 "trainer.max_epochs=2",
                 "trainer.enable_progress_bar=false",
                 *overrides,
@@ -42,11 +43,39 @@ def config(tiny, tmp_path, *overrides):
     return cfg
 
 
-@pytest.mark.parametrize("model", ["chainnet_gin", "chainnet_gat", "gin", "gat"])
+@pytest.mark.parametrize("model", ["chainnet_gin", "chainnet_gat", "gin", "gat", "mlp"])
 def test_each_model_trains_on_a_tiny_dataset(tiny, tmp_path, model):
-    metrics, best = train(config(tiny, tmp_path, f"model={model}"))
+    overrides = [f"model={model}"] + (["model.net.rounds=1"] if model != "mlp" else [])
+    cfg = config(tiny, tmp_path, *overrides)
+    metrics, best = train(cfg)
     assert "val/mape_throughput_ratio" in metrics and "test/mape_throughput_ratio" in metrics
     assert best and (tmp_path / "csv").is_dir()
+    for name in ("pred_vs_sim.png", "learning_curves.png", "test_metrics_by_load.csv"):
+        assert (tmp_path / name).is_file(), name
+    table = pd.read_csv(tmp_path / "test_metrics_by_load.csv", index_col="band")
+    assert list(table.index) == ["all", "<0.5", "0.5-0.9", "0.9-1.2", ">1.2"]
+    assert table.loc["all", "chains"] == table["chains"].iloc[1:].sum()
+
+
+def _eval_config(tiny, tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[f"data.root={tiny}", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+def test_eval_scores_a_checkpoint_and_the_analytic_baseline(tiny, tmp_path):
+    _, best = train(config(tiny, tmp_path / "run", "test=false"))
+    ours = run_eval(_eval_config(tiny, tmp_path / "ckpt", f"ckpt_path={best}"))
+    analytic = run_eval(_eval_config(tiny, tmp_path / "analytic", "analytic=true"))
+    assert ours.loc["all", "chains"] == analytic.loc["all", "chains"] > 0
+    assert (tmp_path / "analytic/pred_vs_sim.png").is_file()
+    assert 0 <= analytic.loc["all", "mae_loss_ratio"] < 0.2
+    with pytest.raises(ValueError, match="ckpt_path"):
+        run_eval(_eval_config(tiny, tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run_eval(_eval_config(tiny, tmp_path / "none", "ckpt_path=missing.ckpt"))
 
 
 def test_checkpoint_loads_alone_and_predicts_the_same(tiny, tmp_path):

@@ -1,0 +1,53 @@
+"""The MLP baseline: each chain predicted from its own features and summaries of its fragments.
+
+Per chain: its static and load features, and the mean and the max over its fragments of theirs
+(nominal loads: no fixed point). No message passing, no per-stage output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.utils import scatter
+
+from chainnet.features import (
+    CHAIN_LOAD,
+    CHAIN_STATIC,
+    FRAGMENT_LOAD,
+    FRAGMENT_STATIC,
+    Normalizer,
+    chain_of_fragments,
+    load_features,
+)
+
+
+class ChainMLP(nn.Module):
+    def __init__(self, hidden: int = 64, layers: int = 3):
+        super().__init__()
+        if hidden < 1 or layers < 1:
+            raise ValueError("model.hidden and model.layers must be >= 1")
+        self.normalizer = Normalizer()
+        frag = len(FRAGMENT_STATIC) + len(FRAGMENT_LOAD)
+        width = len(CHAIN_STATIC) + len(CHAIN_LOAD) + 2 * frag
+        blocks: list[nn.Module] = []
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.body = nn.Sequential(*blocks, nn.Linear(width, 2))
+
+    def forward(self, data):
+        """Returns (chain outputs [n_chain, 2], None: no stage output, 1 iteration)."""
+        loads = load_features(data)
+        frag = torch.cat([self.normalizer("fragment", data["fragment"].x), loads["fragment"]], 1)
+        chain, _ = chain_of_fragments(data)
+        n = data["chain"].num_nodes
+        x = torch.cat(
+            [
+                self.normalizer("chain", data["chain"].x),
+                loads["chain"],
+                scatter(frag, chain, 0, dim_size=n, reduce="mean"),
+                scatter(frag, chain, 0, dim_size=n, reduce="max"),
+            ],
+            dim=1,
+        )
+        return torch.sigmoid(self.body(x)), None, 1

@@ -90,3 +90,62 @@ def test_checkpoint_loads_alone_and_predicts_the_same(tiny, tmp_path):
     batch = next(iter(DataLoader(QoSDataset(tiny, "val"), batch_size=4)))
     with torch.no_grad():
         assert torch.equal(model(batch)[0], again(batch)[0])
+
+
+@pytest.mark.parametrize("logger", ["wandb", "tensorboard"])
+def test_other_loggers_run_offline_beside_csv(tiny, tmp_path, logger, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train(config(tiny, tmp_path, f"logger={logger}", "test=false", "trainer.max_epochs=1"))
+    assert (tmp_path / "csv").is_dir()
+    if logger == "wandb":
+        assert list((tmp_path / "wandb").glob("offline-run-*"))
+        import wandb
+
+        assert wandb.run is None  # finished, so the next job of a multirun starts clean
+    else:
+        assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_training_resumes_from_a_checkpoint(tiny, tmp_path):
+    _, _ = train(config(tiny, tmp_path / "a", "test=false", "trainer.max_epochs=1"))
+    last = tmp_path / "a/checkpoints/last.ckpt"
+    assert last.is_file()
+    cfg = config(tiny, tmp_path / "b", "test=false", "trainer.max_epochs=2", f"ckpt_path={last}")
+    train(cfg)
+    log = pd.read_csv(next((tmp_path / "b/csv").glob("version_*/metrics.csv")))
+    assert set(log["epoch"].dropna().astype(int)) == {1}  # only the epoch after the checkpoint
+
+
+@pytest.mark.slow
+def test_multirun_sweep_as_a_subprocess(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", "model=chainnet_gin,gin", "model.net.hidden=8,16",
+         f"data.root={tiny}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+         "test=false", f"paths.log_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = list(tmp_path.glob("train/multiruns/*/*/checkpoints/last.ckpt"))
+    assert len(jobs) == 4
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "train.py", "hparams_search=chainnet_optuna",
+         "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+         f"data.root={tiny}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+         "test=false", f"paths.log_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = list(tmp_path.glob("train/multiruns/*/optimization_results.yaml"))
+    assert results and "best_value" in results[0].read_text()

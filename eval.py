@@ -1,63 +1,9 @@
-"""`python eval.py ckpt_path=model.ckpt data.root=data/chainnet_val split=test`: evaluate a model.
+"""`python eval.py ckpt_path=model.ckpt data.root=data/chainnet_val`: evaluate a model.
 
-Any checkpoint of train.py, or `analytic=true` for the analytic baseline (no checkpoint), on any
-dataset: ours or the imported ChainNet set. Writes metrics.csv (overall and per load band),
-predictions.csv and pred_vs_sim.png to the run's output folder, and prints the metrics.
+The code is `chainnet.evaluation` (importable by tests and experiments); this is the entry point.
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-from chainnet.cli import user_errors
-from chainnet.data import QoSDataset
-from chainnet.evaluate import (
-    evaluate,
-    metrics_text,
-    plot_predictions,
-    predict_analytic,
-    predict_graphs,
-)
-
-CONF = str(Path(__file__).resolve().parent / "conf")
-
-
-def run_eval(cfg: DictConfig):
-    root, split = cfg.data.root, cfg.split
-    fractions = tuple(cfg.data.fractions)
-    if cfg.analytic:
-        name = "analytic"
-        pred = predict_analytic(root, split, fractions)
-    else:
-        if not cfg.ckpt_path:
-            raise ValueError("ckpt_path: give a checkpoint of train.py, or analytic=true")
-        if not Path(cfg.ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path: {cfg.ckpt_path} does not exist")
-        from chainnet.lit import QoSModule
-
-        name = Path(cfg.ckpt_path).name
-        model = QoSModule.load_from_checkpoint(cfg.ckpt_path, weights_only=True, map_location="cpu")
-        pred = predict_graphs(model.net, QoSDataset(root, split, fractions), cfg.data.batch_size)
-    table, df = evaluate(root, pred)
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "metrics.csv")
-    df.to_csv(out / "predictions.csv", index=False)
-    plot_predictions(df, out / "pred_vs_sim.png", f"{name} on {Path(root).name} ({split})")
-    print(f"{name} on {root} ({split}, {len(df)} chains)")
-    print(metrics_text(table))
-    print(f"outputs in {out}")
-    return table
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="eval")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run_eval(cfg)
-
+from chainnet.evaluation import main
 
 if __name__ == "__main__":
     main()

@@ -8,11 +8,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from tests_helpers import ROOT
 
+from chainnet.evaluation import run_eval
 from chainnet.lit import QoSModule
 from chainnet.sim import SimulatorSettings
+from chainnet.training import CONF, train
 from datagen.generate import generate
-from eval import run_eval
-from train import CONF, train
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,10 @@ def test_optuna_sweep_runs(tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = list(tmp_path.glob("train/multiruns/*/optimization_results.yaml"))
     assert results and "best_value" in results[0].read_text()
+
+
+def test_eval_of_the_best_checkpoint_reproduces_the_training_report(tiny, tmp_path):
+    _, best = train(config(tiny, tmp_path / "run"))
+    reported = pd.read_csv(tmp_path / "run/test_metrics_by_load.csv", index_col="band")
+    again = run_eval(_eval_config(tiny, tmp_path / "eval", f"ckpt_path={best}"))
+    pd.testing.assert_frame_equal(reported, again, check_dtype=False, atol=1e-6)

@@ -38,10 +38,11 @@ def single(capacity, work, distribution="det", discipline="fcfs", rate=0.9, scv=
     )
 
 
-def test_mm1k_matches_closed_form():
+@pytest.mark.parametrize("engine", ["fast", "simpy"])
+def test_mm1k_matches_closed_form(engine):
     exact = q.mm1k(0.9, 1.0, 10)
     assert exact.loss_ratio == pytest.approx(0.050814, abs=1e-6)
-    res = simulate(single(10, 1.0, "exp"), seed=11)
+    res = simulate(single(10, 1.0, "exp"), seed=11, engine=engine)
     check_invariants(res)
     c = res.chains[0]
     assert res.stop_reason == "precision"

@@ -118,17 +118,21 @@ def test_training_resumes_from_a_checkpoint(tiny, tmp_path):
     assert set(log["epoch"].dropna().astype(int)) == {1}  # only the epoch after the checkpoint
 
 
-@pytest.mark.slow
-def test_multirun_sweep_as_a_subprocess(tiny, tmp_path):
+def _train_cli(tiny, tmp_path, *args):
+    """train.py as a user runs it, one epoch on the tiny dataset, logs under tmp_path."""
     import subprocess
     import sys
 
-    proc = subprocess.run(
-        [sys.executable, "train.py", "-m", "model=chainnet_gin,gin", "model.net.hidden=8,16",
-         f"data.root={tiny}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-         "test=false", f"paths.log_dir={tmp_path}"],
+    return subprocess.run(
+        [sys.executable, "train.py", *args, f"data.root={tiny}", "trainer.max_epochs=1",
+         "trainer.enable_progress_bar=false", "test=false", f"paths.log_dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_multirun_sweep_as_a_subprocess(tiny, tmp_path):
+    proc = _train_cli(tiny, tmp_path, "-m", "model=chainnet_gin,gin", "model.net.hidden=8,16")
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = list(tmp_path.glob("train/multiruns/*/*/checkpoints/last.ckpt"))
     assert len(jobs) == 4
@@ -136,15 +140,9 @@ def test_multirun_sweep_as_a_subprocess(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_optuna_sweep_runs(tiny, tmp_path):
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "train.py", "hparams_search=chainnet_optuna",
-         "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-         f"data.root={tiny}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-         "test=false", f"paths.log_dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True,
+    proc = _train_cli(
+        tiny, tmp_path, "hparams_search=chainnet_optuna", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = list(tmp_path.glob("train/multiruns/*/optimization_results.yaml"))

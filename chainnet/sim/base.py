@@ -18,9 +18,12 @@ from chainnet.sim.stats import ARRIVED, BatchMeans
 
 
 class Engine:
-    scenario: Scenario
-    settings: SimulatorSettings
-    trace: list[tuple] | None
+    def __init__(
+        self, scenario: Scenario, settings: SimulatorSettings | None = None, trace: bool = False
+    ):
+        self.scenario = scenario
+        self.settings = settings or SimulatorSettings()
+        self.trace: list[tuple] | None = [] if trace else None
 
     def start(self) -> None:
         raise NotImplementedError

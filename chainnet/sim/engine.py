@@ -145,15 +145,13 @@ class SimPyEngine(Engine):
         trace: bool = False,
         debug: bool = False,
     ):
-        self.scenario = scenario
-        self.settings = settings or SimulatorSettings()
+        super().__init__(scenario, settings, trace)
         self.env = simpy.Environment()
         self._queue = self.env._queue
         self._eid = self.env._eid
         self._arrival_cb = (self._on_arrival,)
         self._fcfs_cb = (self._finish,)
         self._ps_cb = (self._ps_done,)
-        self.trace: list[tuple] | None = [] if trace else None
         if debug:
             self._enter = self._enter_checked
         self._seq = 0

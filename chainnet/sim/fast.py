@@ -277,9 +277,7 @@ class FastEngine(Engine):
         settings: SimulatorSettings | None = None,
         trace: bool = False,
     ):
-        self.scenario = scenario
-        self.settings = settings or SimulatorSettings()
-        self.trace = [] if trace else None
+        super().__init__(scenario, settings, trace)
         streams = Streams(scenario, seed)
         devs, chains, regions = scenario.devices, scenario.chains, scenario.regions
         n, m = len(devs), len(chains)

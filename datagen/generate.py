@@ -69,18 +69,21 @@ def make_sample(recipe: Recipe, task: tuple[int, str | None]) -> tuple[int, dict
 # ---- executors: each yields results in completion order ---------------------------------------
 
 
-def _ignore_sigint() -> None:
+def _worker_signals() -> None:
     # Workers leave Ctrl-C to the parent, which stops them; a shard is only written by the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent's SIGTERM handler (inherited by fork) is for the parent: the pool ends its
+    # workers with SIGTERM, which must just end them.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_local(fn: Callable, tasks: list, workers: int) -> Iterator:
-    if workers == 1:
+    if workers == 1 or len(tasks) <= 1:
         yield from map(fn, tasks)
         return
     import multiprocessing as mp
 
-    with mp.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
+    with mp.get_context().Pool(workers, initializer=_worker_signals) as pool:
         yield from pool.imap_unordered(fn, tasks, chunksize=1)
 
 

@@ -343,3 +343,16 @@ def test_out_must_be_a_folder_and_import_shard_size_positive(tmp_path):
         with pytest.raises(DatasetError, match="shard_size"):
             import_split(SPLIT, tmp_path / "imp", shard_size=bad)
     assert not (tmp_path / "imp").exists()
+
+
+def test_a_parallel_run_ends_quietly(tmp_path):
+    # Pool workers once inherited the parent's SIGTERM handler and printed a traceback each time
+    # the pool ended them.
+    for _ in range(2):  # a new run, then a run with nothing left to do
+        proc = subprocess.run(
+            [sys.executable, "-m", "datagen", "n=8", "shard_size=4", "workers=2",
+             f"out={tmp_path / 'ds'}", "hydra.run.dir=" + str(tmp_path / "logs"), *FAST_ARGS],
+            cwd=ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0
+        assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr

@@ -21,9 +21,14 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m chainnet.simulate scenario_file=examples/edge_small.yaml
-	$(BIN)/python -m datagen n=40 scenario=dsn24 seed=0 out=data/demo_dsn24 shard_size=10 \
+	$(BIN)/python -m datagen n=200 scenario=dsn24 seed=0 out=data/demo_dsn24_n200 shard_size=50 \
 		simulator.precision=0.05 simulator.max_arrivals=50000
-	@echo "demo outputs: logs/simulate/runs/ (QoS tables), data/demo_dsn24/ (dataset)"
+	$(BIN)/python train.py data.root=data/demo_dsn24_n200 trainer.max_epochs=8 model.net.hidden=32 \
+		data.batch_size=16 trainer.enable_progress_bar=false
+	$(BIN)/python eval.py ckpt_path=$$(ls -t logs/train/runs/*/checkpoints/last.ckpt | head -1) \
+		data.root=data/demo_dsn24_n200
+	@echo "demo outputs: logs/simulate/runs/ (QoS tables), data/demo_dsn24_n200/ (dataset),"
+	@echo "  logs/train/runs/ (checkpoints, metrics, plots), logs/eval/runs/ (evaluation)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

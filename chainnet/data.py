@@ -60,6 +60,11 @@ class QoSDataset(InMemoryDataset):
         super().__init__(
             str(self.source), transform, pre_transform, force_reload=force_reload, log=False
         )
+        sizes = json.loads((Path(self.processed_dir) / "sizes.json").read_text())
+        if sizes[split] == 0:
+            raise ValueError(
+                f"split: {split!r} of {self.source} is empty with fractions {fractions}"
+            )
         self.load(self.processed_paths[SPLITS.index(split)])
 
     @property
@@ -76,7 +81,7 @@ class QoSDataset(InMemoryDataset):
 
     @property
     def processed_file_names(self) -> list[str]:
-        return [f"{s}.pt" for s in SPLITS]
+        return [f"{s}.pt" for s in SPLITS] + ["sizes.json"]
 
     def download(self) -> None:  # the data are made by datagen, never downloaded
         raise FileNotFoundError(f"{self.source}: no dataset here; make one with python -m datagen")
@@ -109,4 +114,9 @@ class QoSDataset(InMemoryDataset):
                 g = self.pre_transform(g)
             out[part].append(g)
         for part, graphs in zip(range(3), out):
-            self.save(graphs, self.processed_paths[part])
+            if graphs:
+                self.save(graphs, self.processed_paths[part])
+            else:  # PyG cannot collate nothing; `sizes.json` says the split is empty
+                Path(self.processed_paths[part]).write_bytes(b"")
+        sizes = {s: len(g) for s, g in zip(SPLITS, out)}
+        (Path(self.processed_dir) / "sizes.json").write_text(json.dumps(sizes))

@@ -115,6 +115,11 @@ def test_dataset_from_a_generated_dataset(tmp_path):
     assert len(other) < len(splits["train"])
     manifest = json.loads((tmp_path / "ds/manifest.json").read_text())
     assert manifest["complete"]
+    # A whole dataset as one split (evaluation): the other splits are empty, and say so.
+    whole = QoSDataset(tmp_path / "ds", "test", fractions=(0.0, 0.0, 1.0))
+    assert len(whole) == 30
+    with pytest.raises(ValueError, match="'train' .* is empty"):
+        QoSDataset(tmp_path / "ds", "train", fractions=(0.0, 0.0, 1.0))
 
 
 def test_dataset_errors(tmp_path):

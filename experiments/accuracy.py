@@ -17,15 +17,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from chainnet.data import QoSDataset
 from chainnet.evaluate import evaluate, predict_analytic, predict_graphs
 from chainnet.lit import QoSModule
-from chainnet.sim import SimulatorSettings
 from chainnet.training import CONF, train
+from datagen.defaults import cli_defaults, preset
 from datagen.generate import generate
 from datagen.import_chainnet import import_split
 
@@ -42,10 +41,13 @@ def ensure_datasets(args) -> dict[str, Path]:
         "published": data / "chainnet_val",
         "dsn24_large": data / f"dsn24_large_n{args.n_large}_seed1",
     }
-    settings = SimulatorSettings(max_arrivals=300_000)
+    # The same data as `python -m datagen n=... scenario=... seed=...` would make.
+    settings, engine, shard_size = cli_defaults()
     for name, seed, n in (("dsn24", 0, args.n), ("dsn24_large", 1, args.n_large)):
-        preset = yaml.safe_load((ROOT / f"conf/scenario/{name}.yaml").read_text())
-        generate(n=n, seed=seed, out=paths[name], preset=preset, settings=settings, shard_size=500)
+        generate(
+            n=n, seed=seed, out=paths[name], preset=preset(name), settings=settings,
+            engine=engine, shard_size=shard_size,
+        )  # fmt: skip
     if not (paths["published"] / "manifest.json").is_file() or not json.loads(
         (paths["published"] / "manifest.json").read_text()
     ).get("complete"):

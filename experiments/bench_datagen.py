@@ -16,20 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from chainnet.sim import SimulatorSettings
+from datagen.defaults import cli_defaults, preset
 from datagen.generate import generate
 from datagen.store import read_table
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_settings() -> SimulatorSettings:
-    base = yaml.safe_load((ROOT / "conf/simulator/default.yaml").read_text())
-    base.update(yaml.safe_load((ROOT / "conf/datagen.yaml").read_text()).get("simulator", {}))
-    base.pop("engine", None)
-    return SimulatorSettings(**base)
 
 
 def main() -> None:
@@ -41,10 +30,9 @@ def main() -> None:
     ap.add_argument("--target", type=int, default=50_000, help="n to project the wall time of")
     ap.add_argument("--out", default="experiments/results/bench_datagen.json")
     args = ap.parse_args()
-    settings = default_settings()
+    settings, _, _ = cli_defaults()
     rows = []
     for name in args.presets:
-        preset = yaml.safe_load((ROOT / f"conf/scenario/{name}.yaml").read_text())
         for workers in args.workers:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
@@ -52,7 +40,7 @@ def main() -> None:
                     n=args.samples,
                     seed=0,
                     out=Path(tmp) / "ds",
-                    preset=preset,
+                    preset=preset(name),
                     settings=settings,
                     engine=args.engine,
                     shard_size=10,

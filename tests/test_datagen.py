@@ -356,3 +356,19 @@ def test_a_parallel_run_ends_quietly(tmp_path):
         )  # fmt: skip
         assert proc.returncode == 0
         assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
+
+
+def test_scripts_use_the_command_line_defaults():
+    from hydra import compose, initialize_config_dir
+
+    from chainnet.simulate import CONF, settings_from
+    from datagen.defaults import cli_defaults, preset
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="datagen")
+    settings, engine, shard_size = cli_defaults()
+    assert (settings, engine) == settings_from(cfg.simulator)
+    assert shard_size == cfg.shard_size
+    assert preset("dsn24") == dict(cfg.scenario)
+    with pytest.raises(ValueError, match="no preset 'mesh'"):
+        preset("mesh")

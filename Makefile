@@ -46,6 +46,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python experiments/bench_simulator.py
+	$(BIN)/python experiments/bench_datagen.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

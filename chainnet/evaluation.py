@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from chainnet.cli import user_errors
+from chainnet.cli import CONF, user_errors
 from chainnet.data import QoSDataset
 from chainnet.evaluate import (
     evaluate,
@@ -21,8 +21,6 @@ from chainnet.evaluate import (
     predict_analytic,
     predict_graphs,
 )
-
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run_eval(cfg: DictConfig):

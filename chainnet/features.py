@@ -19,8 +19,6 @@ arrivals and drops: the pass probability (1 - drop ratio), NaN where unknown.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch_geometric.data import HeteroData
@@ -247,8 +245,3 @@ class Normalizer(torch.nn.Module):
 
     def forward(self, node: str, x: torch.Tensor) -> torch.Tensor:
         return (x - getattr(self, f"{node}_mean")) / getattr(self, f"{node}_std")
-
-
-def nominal_max_load(scenario: Scenario) -> float:
-    loads = scenario.offered_loads()
-    return max(loads) if loads else math.nan

@@ -5,19 +5,16 @@ Writes chains.csv, stages.csv and devices.csv (and the resolved config) to the r
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import hydra
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from chainnet.cli import user_errors
+from chainnet.cli import CONF, settings_from, user_errors
 from chainnet.scenario import Scenario
-from chainnet.sim import SimulatorSettings, make_engine
-
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+from chainnet.sim import make_engine
 
 CHAIN_COLUMNS = [
     "chain",
@@ -29,17 +26,6 @@ CHAIN_COLUMNS = [
     "response_ratio",
     "accuracy",
 ]
-
-
-def settings_from(cfg: DictConfig) -> tuple[SimulatorSettings, str]:
-    """The `simulator` config group: run settings, and which engine (not a setting of the run)."""
-    values = OmegaConf.to_container(cfg, resolve=True)
-    engine = values.pop("engine", "fast")
-    known = {f.name for f in fields(SimulatorSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"simulator.{unknown[0]}: unknown setting; known: {sorted(known)}, engine")
-    return SimulatorSettings(**values), engine
 
 
 def qos_table(chains: pd.DataFrame) -> str:

@@ -13,9 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from chainnet.cli import user_errors
-
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+from chainnet.cli import CONF, user_errors
 
 
 def train(cfg: DictConfig) -> tuple[dict, str | None]:

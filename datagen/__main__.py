@@ -8,8 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from chainnet.cli import user_errors
-from chainnet.simulate import CONF, settings_from
+from chainnet.cli import CONF, settings_from, user_errors
 from datagen.generate import Interrupted, generate
 
 

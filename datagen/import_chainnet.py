@@ -16,8 +16,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from chainnet.chainnet_raw import read_chainnet_split
-from chainnet.cli import user_errors
-from chainnet.simulate import CONF
+from chainnet.cli import CONF, user_errors
 from datagen.store import DatasetStore, code_version, positive_int
 from datagen.tables import TABLES, scenario_rows
 

@@ -178,14 +178,11 @@ class DatasetStore:
         return True
 
     def _forget_damaged(self) -> list[str]:
-        damaged = []
-        for k, shard in list(self.manifest["shards"].items()):
-            for rel, digest in shard.get("sha256", {}).items():
-                f = self.root / rel
-                if not f.is_file() or sha256(f) != digest:
-                    damaged.append(k)
-                    del self.manifest["shards"][k]
-                    break
+        damaged = [
+            k for k, shard in self.manifest["shards"].items() if file_problems(self.root, shard)
+        ]
+        for k in damaged:
+            del self.manifest["shards"][k]
         if damaged:
             self.manifest["complete"] = False
             self.save()
@@ -251,6 +248,18 @@ class DatasetStore:
         _atomic_write_bytes(self.manifest_path, text.encode())
 
 
+def file_problems(root: Path, shard: dict[str, Any]) -> list[str]:
+    """What is wrong with a recorded shard's files: missing, or not matching their checksum."""
+    problems = []
+    for rel, digest in shard.get("sha256", {}).items():
+        f = root / rel
+        if not f.is_file():
+            problems.append(f"{rel} is missing")
+        elif sha256(f) != digest:
+            problems.append(f"{rel} does not match its checksum")
+    return problems
+
+
 def verify(root: str | Path) -> list[str]:
     """Check every shard file against the manifest; returns the problems found (empty if none).
 
@@ -269,14 +278,7 @@ def verify(root: str | Path) -> list[str]:
             range(*shard["samples"])
     except (json.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as exc:
         return [f"{path}: not a valid {FORMAT} manifest ({type(exc).__name__}: {exc})"]
-    problems = []
-    for k, shard in records:
-        for rel, digest in shard["sha256"].items():
-            f = root / rel
-            if not f.is_file():
-                problems.append(f"shard {k}: {rel} is missing")
-            elif sha256(f) != digest:
-                problems.append(f"shard {k}: {rel} does not match its checksum")
+    problems = [f"shard {k}: {p}" for k, shard in records for p in file_problems(root, shard)]
     n = manifest.get("n")
     ids = sorted(i for s in shards.values() for i in range(*s["samples"]))
     if n is not None and ids != list(range(n)):

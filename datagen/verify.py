@@ -7,8 +7,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from chainnet.cli import user_errors
-from chainnet.simulate import CONF
+from chainnet.cli import CONF, user_errors
 from datagen.store import verify
 
 

@@ -20,10 +20,11 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from chainnet.cli import CONF
 from chainnet.data import QoSDataset
 from chainnet.evaluate import evaluate, predict_analytic, predict_graphs
 from chainnet.lit import QoSModule
-from chainnet.training import CONF, train
+from chainnet.training import train
 from datagen.defaults import cli_defaults, preset
 from datagen.generate import generate
 from datagen.import_chainnet import import_split

@@ -8,7 +8,8 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from chainnet.simulate import CONF, run
+from chainnet.cli import CONF
+from chainnet.simulate import run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples/edge_small.yaml"

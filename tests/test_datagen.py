@@ -361,7 +361,7 @@ def test_a_parallel_run_ends_quietly(tmp_path):
 def test_scripts_use_the_command_line_defaults():
     from hydra import compose, initialize_config_dir
 
-    from chainnet.simulate import CONF, settings_from
+    from chainnet.cli import CONF, settings_from
     from datagen.defaults import cli_defaults, preset
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):

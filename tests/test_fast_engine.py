@@ -1,17 +1,12 @@
 """The compiled fast path gives the SimPy engine's answers: per job, per label, bit for bit."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from tests_helpers import KINDS, random_scenario
 
 from chainnet.sim import SimPyEngine, SimulatorSettings, make_engine, simulate
 from chainnet.sim.fast import FastEngine
 from chainnet.sim.stats import BatchMeans
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_engines_agree import KINDS, random_scenario  # noqa: E402
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -8,10 +8,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from tests_helpers import ROOT
 
+from chainnet.cli import CONF
 from chainnet.evaluation import run_eval
 from chainnet.lit import QoSModule
 from chainnet.sim import SimulatorSettings
-from chainnet.training import CONF, train
+from chainnet.training import train
 from datagen.generate import generate
 
 

@@ -1,6 +1,59 @@
-"""Paths shared by the tests."""
+"""What several test modules share: paths, and random scenarios of every kind."""
 
 from pathlib import Path
 
+import numpy as np
+
+from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+
+KINDS = ["dsn24", "exp_fcfs", "general_ps", "mixed_memory_regions", "exits"]
+
+
+def random_scenario(kind: str, seed: int) -> Scenario:
+    rng = np.random.default_rng(seed)
+    n_dev = int(rng.integers(2, 6))
+    ps = kind in ("general_ps", "mixed_memory_regions")
+    memory = kind == "mixed_memory_regions"
+    devices = [
+        Device(
+            f"d{i}",
+            capacity=int(rng.integers(1, 8)),
+            speed=float(rng.uniform(0.5, 2.0)),
+            memory=float(rng.uniform(2, 6)) if memory and rng.random() < 0.6 else None,
+            discipline="ps" if ps and rng.random() < 0.5 else "fcfs",
+        )
+        for i in range(n_dev)
+    ]
+    chains = []
+    for c in range(int(rng.integers(1, 4))):
+        length = int(rng.integers(1, 5))
+        stages = []
+        for k in range(length):
+            dist = {"dsn24": "det", "exp_fcfs": "exp"}.get(kind) or str(
+                rng.choice(["det", "exp", "general"])
+            )
+            stages.append(
+                Stage(
+                    f"d{int(rng.integers(n_dev))}",  # a device may repeat within a chain
+                    float(rng.uniform(0.1, 1.5)),
+                    dist,
+                    scv=float(rng.uniform(0.2, 4.0)) if dist == "general" else None,
+                    job_memory=float(rng.uniform(0, 2.5)) if memory else 0.0,
+                    exit_prob=(
+                        float(rng.choice([0.0, 0.3, 1.0]))
+                        if kind in ("exits", "mixed_memory_regions") and k < length - 1
+                        else 0.0
+                    ),
+                    exit_accuracy=0.8,
+                )
+            )
+        chains.append(ServiceChain(f"c{c}", float(rng.uniform(0.2, 1.5)), stages))
+    regions = []
+    if memory and n_dev >= 2:
+        members = [f"d{i}" for i in rng.choice(n_dev, 2, replace=False)]
+        regions.append(Region("r", tuple(members), capacity=int(rng.integers(2, 6)), memory=5.0))
+    return Scenario(devices, chains, regions)

@@ -32,13 +32,11 @@ def run_eval(cfg: DictConfig):
     else:
         if not cfg.ckpt_path:
             raise ValueError("ckpt_path: give a checkpoint of train.py, or analytic=true")
-        if not Path(cfg.ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path: {cfg.ckpt_path} does not exist")
-        from chainnet.lit import QoSModule
+        from chainnet.surrogate import Surrogate
 
         name = Path(cfg.ckpt_path).name
-        model = QoSModule.load_from_checkpoint(cfg.ckpt_path, weights_only=True, map_location="cpu")
-        pred = predict_graphs(model.net, QoSDataset(root, split, fractions), cfg.data.batch_size)
+        net = Surrogate.load(cfg.ckpt_path).net
+        pred = predict_graphs(net, QoSDataset(root, split, fractions), cfg.data.batch_size)
     table, df = evaluate(root, pred)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch_geometric.loader import DataLoader
 
 from chainnet.data import QoSDataset
+from chainnet.features import FEATURE_VERSION
 from chainnet.metrics import mae, mape
 
 
@@ -55,8 +56,10 @@ class QoSDataModule(L.LightningDataModule):
 class QoSModule(L.LightningModule):
     """Trains `net` (built from its config, kept in the checkpoint) on chain and stage targets.
 
-    Loss: L1 on the chain's throughput ratio and response ratio, plus `pass_weight` times L1 on
-    the fragments' pass probabilities where the data has them.
+    Loss: the relative error of the chain's throughput ratio and response ratio (|pred - y| /
+    max(y, `floor`): the MAPE the model is judged by, which an absolute loss would neglect on small
+    ratios; the floor keeps nearly lost chains from dominating), plus `pass_weight` times L1 on the
+    fragments' pass probabilities where the data has them.
     """
 
     def __init__(
@@ -65,6 +68,8 @@ class QoSModule(L.LightningModule):
         optimizer: Any,
         scheduler: Any = None,
         pass_weight: float = 0.5,
+        floor: float = 0.1,
+        feature_version: int = FEATURE_VERSION,
     ):
         super().__init__()
         # Plain containers only: a checkpoint then loads with torch.load(weights_only=True).
@@ -85,7 +90,12 @@ class QoSModule(L.LightningModule):
     def _step(self, batch, split: str):
         out, pass_prob, iterations = self(batch)
         y = batch["chain"].y
-        loss = torch.nn.functional.l1_loss(out, y)
+        # A chain that completed nothing has no response ratio (NaN): it is left out of the loss.
+        # (NaN is replaced before any arithmetic, so no NaN reaches the gradients either.)
+        known_y = torch.isfinite(y)
+        y_safe = torch.where(known_y, y, 1.0)
+        rel = (out - y_safe).abs() / y_safe.clamp(min=self.hparams.floor)
+        loss = rel[known_y].mean()
         y_pass = batch["fragment"].y_pass
         known = ~torch.isnan(y_pass)
         if pass_prob is not None and known.any() and self.hparams.pass_weight > 0:
@@ -99,6 +109,7 @@ class QoSModule(L.LightningModule):
             pred, true = out.detach().cpu().numpy(), y.cpu().numpy()
             self.log(f"{split}/mape_throughput_ratio", mape(pred[:, 0], true[:, 0]), batch_size=n)
             self.log(f"{split}/mape_response_ratio", mape(pred[:, 1], true[:, 1]), batch_size=n)
+            # loss ratio = 1 - throughput ratio: the same absolute error
             self.log(f"{split}/mae_loss_ratio", mae(pred[:, 0], true[:, 0]), batch_size=n)
         return loss
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tests_helpers import ROOT
+from tests_helpers import KINDS, ROOT, random_scenario
+from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from chainnet.data import QoSDataset, split_of
@@ -16,7 +17,10 @@ from chainnet.features import (
     Normalizer,
     attach_targets,
     chain_of_fragments,
+    chain_outputs,
+    graph_batch,
     load_features,
+    mm1k,
     reach_probabilities,
     scenario_graph,
 )
@@ -127,3 +131,54 @@ def test_dataset_errors(tmp_path):
         QoSDataset(tmp_path)
     with pytest.raises(ValueError, match="split"):
         QoSDataset(tmp_path, "dev")
+
+
+def test_graph_batch_equals_collated_graphs():
+    scenarios = [random_scenario(kind, seed) for kind in KINDS for seed in range(3)]
+    direct = graph_batch(scenarios)
+    collated = Batch.from_data_list([scenario_graph(s) for s in scenarios])
+    for key in direct.node_types + direct.edge_types:
+        for attr, value in direct[key].items():
+            assert torch.equal(value, collated[key][attr]), (key, attr)
+    assert sorted(direct.node_types) == sorted(collated.node_types)
+
+
+@pytest.mark.parametrize("rho", [1e-6, 0.3, 0.9, 1.0, 1.0 + 1e-8, 1.7, 40.0])
+@pytest.mark.parametrize("k", [1, 4, 25, 400])
+def test_mm1k_matches_the_exact_queue(rho, k):
+    from chainnet.queueing import mm1k as exact
+
+    blocking, number = mm1k(torch.tensor([rho], dtype=torch.float64), torch.tensor([float(k)]))
+    ref = exact(rho, 1.0, k)
+    assert float(blocking) == pytest.approx(ref.loss_ratio, rel=1e-5, abs=1e-300)
+    assert float(number) == pytest.approx(ref.mean_jobs, rel=1e-5)
+
+
+def test_queueing_prior_is_exact_for_one_exponential_station():
+    """One M/M/1/K station: the prior's throughput and response ratios are the exact ones."""
+    from chainnet.queueing import mm1k as exact
+
+    sc = Scenario(
+        [Device("a", capacity=5, speed=1.0)],
+        [ServiceChain("x", 0.8, [Stage("a", 1.0, distribution="exp")])],
+    )
+    loads = load_features(scenario_graph(sc))
+    ref = exact(0.8, 1.0, 5)
+    assert float(loads["prior"][0, 0]) == pytest.approx(1 - ref.loss_ratio, rel=1e-5)
+    assert float(loads["prior"][0, 1]) == pytest.approx(1.0 / ref.response_time, rel=1e-5)
+    # a network that outputs no correction predicts the prior
+    out = chain_outputs(torch.zeros(1, 2), loads)
+    assert out[0].tolist() == pytest.approx(loads["prior"][0].tolist(), rel=1e-5)
+
+
+def test_response_ratio_can_exceed_one_with_early_exits():
+    """With exits, sum of all service times / response time may exceed 1: the cap allows it."""
+    sc = Scenario(
+        [Device("a", capacity=50, speed=1.0), Device("b", capacity=50, speed=1.0)],
+        [ServiceChain("x", 0.01, [Stage("a", 1.0, exit_prob=0.8), Stage("b", 4.0)])],
+    )
+    loads = load_features(scenario_graph(sc))
+    assert float(loads["cap"][0]) == pytest.approx(5.0 / (1.0 + 0.2 * 4.0))
+    assert float(loads["prior"][0, 1]) > 2.5  # nearly idle: close to the cap
+    out = chain_outputs(torch.full((1, 2), 3.0), loads)
+    assert 1.0 < float(out[0, 1]) < float(loads["cap"][0])

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 import torch
-import yaml
+from conftest import train_config
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from tests_helpers import ROOT
@@ -11,37 +11,11 @@ from tests_helpers import ROOT
 from chainnet.cli import CONF
 from chainnet.evaluation import run_eval
 from chainnet.lit import QoSModule
-from chainnet.sim import SimulatorSettings
 from chainnet.training import train
-from datagen.generate import generate
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    preset = yaml.safe_load((ROOT / "conf/scenario/dsn24.yaml").read_text())
-    settings = SimulatorSettings(precision=0.1, max_arrivals=15_000, warmup_arrivals=1000)
-    generate(n=40, seed=1, out=out, preset=preset, settings=settings, shard_size=20, progress=False)
-    return out
 
 
 def config(tiny, tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                f"data.root={tiny}",
-                "data.batch_size=8",
-                "model.net.hidden=8",
-                "trainer.max_epochs=2",
-                "trainer.enable_progress_bar=false",
-                *overrides,
-            ],
-            return_hydra_config=False,
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    return cfg
+    return train_config(tiny, tmp_path, *overrides)
 
 
 @pytest.mark.parametrize("model", ["chainnet_gin", "chainnet_gat", "gin", "gat", "mlp"])
@@ -77,6 +51,31 @@ def test_eval_scores_a_checkpoint_and_the_analytic_baseline(tiny, tmp_path):
         run_eval(_eval_config(tiny, tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run_eval(_eval_config(tiny, tmp_path / "none", "ckpt_path=missing.ckpt"))
+
+
+def test_a_chain_without_a_response_ratio_leaves_the_gradients_finite():
+    """A chain that completed nothing has a NaN response ratio: it is out of the loss, and no
+    NaN reaches the gradients (masking after the division would still let it through)."""
+    from tests_helpers import random_scenario
+
+    from chainnet.features import attach_targets, scenario_graph
+    from chainnet.models.chainnet import ChainNet
+
+    g = scenario_graph(random_scenario("dsn24", 1))
+    n = g["chain"].num_nodes
+    attach_targets(g, {"throughput_ratio": [0.5] * n, "response_ratio": [float("nan")] * n})
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list([g])
+    net = {"_target_": "chainnet.models.chainnet.ChainNet", "hidden": 8, "rounds": 1}
+    module = QoSModule(net, optimizer={"_target_": "torch.optim.Adam", "_partial_": True})
+    assert isinstance(module.net, ChainNet)
+    module.net.normalizer.fit([g])
+    module.log = lambda *a, **k: None
+    loss = module._step(batch, "train")
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
 
 
 def test_checkpoint_loads_alone_and_predicts_the_same(tiny, tmp_path):

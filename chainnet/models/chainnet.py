@@ -8,8 +8,8 @@ Each of T rounds:
 2. each fragment updates its state (GRUCell) from its hop state and its device's state;
 3. each device aggregates its fragments' states, by GIN (`device_agg="gin"`: an MLP of the sum) or
    by attention (`"gat"`: GATv2 from fragments to devices), and updates (GRUCell).
-Readouts give each chain's throughput ratio and response ratio, and each fragment's pass
-probability, all in (0, 1).
+Readouts give each fragment's pass probability, in (0, 1), and each chain's throughput ratio and
+response ratio as corrections to the queueing prior of `chainnet.features.load_features`.
 
 FCR fixed point: the load features depend on the pass probabilities upstream. The model starts from
 nominal loads (every stage passes everything), predicts pass probabilities, recomputes the loads
@@ -36,8 +36,10 @@ from chainnet.features import (
     FRAGMENT_STATIC,
     Normalizer,
     chain_of_fragments,
+    chain_outputs,
     load_features,
     padded_index,
+    pass_outputs,
 )
 
 DEVICE_AGGREGATIONS = ("gin", "gat")
@@ -122,10 +124,10 @@ class ChainNet(nn.Module):
             else:
                 agg = self.device_att((frag, h["device"]), hosts)
             h = {"chain": h_chain, "fragment": frag, "device": self.device_cell(agg, h["device"])}
-        chain_out = torch.sigmoid(self.chain_head(h["chain"]))
-        pass_prob = torch.sigmoid(
-            self.pass_head(torch.cat([h["fragment"], h["device"][dev_of]], dim=1))
-        ).squeeze(1)
+        chain_out = chain_outputs(self.chain_head(h["chain"]), loads)
+        pass_prob = pass_outputs(
+            self.pass_head(torch.cat([h["fragment"], h["device"][dev_of]], dim=1)).squeeze(1), loads
+        )
         return chain_out, pass_prob
 
     def forward(self, data):

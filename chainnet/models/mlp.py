@@ -1,7 +1,8 @@
 """The MLP baseline: each chain predicted from its own features and summaries of its fragments.
 
 Per chain: its static and load features, and the mean and the max over its fragments of theirs
-(nominal loads: no fixed point). No message passing, no per-stage output.
+(nominal loads: no fixed point), as a correction to the queueing prior. No message passing, no
+per-stage output.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from chainnet.features import (
     FRAGMENT_STATIC,
     Normalizer,
     chain_of_fragments,
+    chain_outputs,
     load_features,
 )
 
@@ -50,4 +52,4 @@ class ChainMLP(nn.Module):
             ],
             dim=1,
         )
-        return torch.sigmoid(self.body(x)), None, 1
+        return chain_outputs(self.body(x), loads), None, 1

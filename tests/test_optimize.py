@@ -1,0 +1,185 @@
+"""Deployment problems and the search: decisions, memory, objectives, strategies, the CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from tests_helpers import ROOT
+
+from chainnet.problem import Problem, random_problem
+from chainnet.scenario import Scenario, ScenarioError
+from chainnet.search import STRATEGIES, confirm, run_search
+
+EXAMPLE = ROOT / "examples/problem_small.yaml"
+
+
+def example() -> Problem:
+    return Problem.load(EXAMPLE)
+
+
+def test_example_problem_reads_and_round_trips():
+    p = example()
+    assert [len(s.fragments) for s in p.services] == [3, 2]
+    # gateways fix both first fragments; one exit with three thresholds
+    assert p.domains.tolist() == [1, 3, 3, 1, 3, 3]
+    assert Problem.from_dict(p.to_dict()).to_dict() == p.to_dict()
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d["devices"][0].update(speed=0), r"devices\[0\]\.speed"),
+        (lambda d: d["devices"][0].update(colour="red"), r"devices\[0\]\.colour: .*unknown key"),
+        (lambda d: d["services"][0].update(gateway="nowhere"), r"services\[0\]\.gateway"),
+        (lambda d: d["services"][1]["fragments"][1].pop("accuracy"), "needs the final accuracy"),
+        (
+            lambda d: d["services"][1]["fragments"][1].update(exit=[{"exit_prob": 0.2}]),
+            "last fragment cannot have an exit",
+        ),
+        (lambda d: d["services"][0]["fragments"][0].update(memory=10**6), "fits the devices' RAM"),
+        (lambda d: d["objective"].update(kind="fastest"), r"objective\.kind"),
+        (lambda d: d["objective"].pop("max_loss"), "loss target"),
+        (
+            lambda d: d["services"][0]["fragments"][1].update(distribution="weird"),
+            "deployments are invalid",
+        ),
+    ],
+)
+def test_bad_problems_say_what_and_where(edit, match):
+    d = yaml.safe_load(EXAMPLE.read_text())
+    edit(d)
+    with pytest.raises(ScenarioError, match=match):
+        Problem.from_dict(d)
+
+
+def test_memory_weights_use_ram_and_leave_the_rest_to_jobs():
+    p = example()
+    # everything on box1 (2048 MB): stem is fixed on the gateway
+    c = np.array([0, 1, 1, 0, 1, 1])
+    weights, job = p.memory_use(c)
+    assert weights.tolist() == [500.0, 1600.0, 0.0]
+    assert p.feasible(c)
+    sc = p.scenario(c)
+    assert sc.devices[1].memory == pytest.approx(2048 - 1600)
+    assert sc.devices[2].memory is None  # hosts nothing with job memory: no limit
+    crowded = np.array([0, 2, 2, 0, 2, 2])  # 600 + 300 + 700 = 1600 on box2: fits
+    assert p.feasible(crowded)
+    gateway_full = np.array([0, 0, 0, 0, 0, 0])  # 2100 MB of weights on a 1024 MB gateway
+    assert not p.feasible(gateway_full)
+
+
+def test_random_moves_and_repair_stay_feasible():
+    rng = np.random.default_rng(0)
+    for i in range(15):
+        p = random_problem(rng, name=f"p{i}")
+        c = p.random_candidate(rng)
+        for _ in range(30):
+            c = p.neighbour(c, rng)
+            assert p.feasible(c)
+            Scenario.from_dict(p.scenario(c).to_dict())  # a valid scenario
+
+
+def test_objectives():
+    p = example()  # max_accuracy with loss under 0.05; rates 1.2 and 0.6
+    obj, loss, acc = p.objective_value(np.array([0.0, 0.0]), np.array([0.9, 0.8]))
+    assert loss == 0 and acc == pytest.approx((1.2 * 0.9 + 0.6 * 0.8) / 1.8) and obj == -acc
+    obj, loss, acc = p.objective_value(np.array([0.15, 0.0]), np.array([0.9, 0.8]))
+    assert loss == pytest.approx(0.1)  # 0.05 over the target: a penalty of 10 x 0.05
+    assert acc == pytest.approx((1.02 * 0.9 + 0.6 * 0.8) / 1.62)  # weighted by throughput
+    assert obj == pytest.approx(-acc + 0.5)
+    d = p.to_dict()
+    d["objective"] = {"kind": "min_loss"}
+    q = Problem.from_dict(d)
+    assert q.objective_value(np.array([0.3, 0.0]), np.array([np.nan] * 2))[0] == pytest.approx(0.2)
+
+
+class FakeScorer:
+    """A known objective: the distance of the genes to a target (optimum 0 at the target)."""
+
+    name = "surrogate"
+    chunk = 10**9
+
+    def __init__(self, problem, target):
+        self.problem, self.target, self.calls = problem, target, 0
+
+    def score(self, candidates, keep=False):
+        from chainnet.search import Score
+
+        self.calls += len(candidates)
+        return [Score(float(np.abs(c - self.target).sum()), 0.0, np.nan) for c in candidates]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_finds_the_optimum_of_a_small_problem(strategy):
+    p = example()
+    target = np.array([0, 2, 1, 0, 2, 0])
+    assert p.feasible(target)
+    scorer = FakeScorer(p, target)
+    res = run_search(p, scorer, strategy, budget_s=3.0, seed=1, batch_size=8)
+    best_c, best_s = res.top(1)[0]
+    assert best_s.objective == 0 and np.array_equal(best_c, target)
+    assert scorer.calls == len(res.scored)  # every candidate scored once
+    assert res.history["best_objective"].is_monotonic_decreasing
+    if strategy == "exhaustive":
+        assert res.complete and len(res.scored) == len(list(p.enumerate_feasible()))
+
+
+def test_search_respects_the_budget_and_refuses_bad_settings():
+    p = example()
+    res = run_search(p, FakeScorer(p, np.zeros(6, int)), "random", budget_s=0.5, batch_size=4)
+    assert res.elapsed_s < 1.5
+    with pytest.raises(ValueError, match="strategy"):
+        run_search(p, FakeScorer(p, 0), "tabu", budget_s=1)
+    with pytest.raises(ValueError, match="budget_s"):
+        run_search(p, FakeScorer(p, 0), "random", budget_s=0)
+    big = random_problem(np.random.default_rng(9), devices=(6, 6), fragments=(6, 6))
+    with pytest.raises(ValueError, match="over the limit"):
+        next(big.enumerate_feasible(limit=1000))
+
+
+def test_confirm_simulates_the_top_candidates_afresh():
+    from chainnet.search import SimulatorScorer
+    from chainnet.sim import SimulatorSettings
+
+    p = example()
+    settings = SimulatorSettings(precision=0.05, max_arrivals=20_000, warmup_arrivals=1000)
+    sim = SimulatorScorer(p, settings, seed=3)
+    res = run_search(p, sim, "exhaustive", budget_s=60, batch_size=8)
+    assert res.complete
+    table = confirm(p, res, sim, k=3, settings=settings, seed=4)
+    assert len(table) == 3
+    assert table["simulated_objective"].is_monotonic_increasing
+    # another seed: close to, but not the same as, the search's estimate
+    assert np.allclose(table["simulated_objective"], table["predicted_objective"], atol=0.05)
+
+
+def test_optimize_cli_end_to_end(tiny_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "chainnet.optimize", f"ckpt_path={tiny_checkpoint}",
+         f"problem={EXAMPLE}", "budget_s=2", "strategy=genetic", "top_k=2", "progress=false",
+         "simulator.max_arrivals=20000", f"hydra.run.dir={run}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((run / "result.json").read_text())
+    assert result["scorer"] == "surrogate" and result["scored"] > 10
+    assert set(result["placement"]) == {
+        "classify/stem", "classify/body", "classify/head", "detect/backbone", "detect/neck"
+    }  # fmt: skip
+    assert result["placement"]["classify/stem"] == "gateway"
+    assert result["thresholds"]["classify/stem"] in (0.9, 0.7, 0.5)
+    assert len(result["predicted"]) == len(result["simulated"]) == 2
+    assert np.isfinite(result["simulated_objective"])
+    Scenario.load(run / "best_scenario.yaml")
+    for name in ("convergence.png", "history.csv", "candidates.csv"):
+        assert (run / name).is_file()
+    bad = subprocess.run(
+        [sys.executable, "-m", "chainnet.optimize", f"problem={EXAMPLE}", "budget_s=1",
+         f"hydra.run.dir={tmp_path / 'bad'}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "ckpt_path" in bad.stderr and "Traceback" not in bad.stderr

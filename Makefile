@@ -21,14 +21,20 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m chainnet.simulate scenario_file=examples/edge_small.yaml
-	$(BIN)/python -m datagen n=200 scenario=dsn24 seed=0 out=data/demo_dsn24_n200 shard_size=50 \
+	$(BIN)/python -m datagen n=300 scenario=edge seed=0 out=data/demo_edge_n300 shard_size=50 \
 		simulator.precision=0.05 simulator.max_arrivals=50000
-	$(BIN)/python train.py data.root=data/demo_dsn24_n200 trainer.max_epochs=8 model.net.hidden=32 \
+	$(BIN)/python train.py data.root=data/demo_edge_n300 trainer.max_epochs=10 model.net.hidden=32 \
 		data.batch_size=16 trainer.enable_progress_bar=false
-	$(BIN)/python eval.py ckpt_path=$$(ls -t logs/train/runs/*/checkpoints/last.ckpt | head -1) \
-		data.root=data/demo_dsn24_n200
-	@echo "demo outputs: logs/simulate/runs/ (QoS tables), data/demo_dsn24_n200/ (dataset),"
-	@echo "  logs/train/runs/ (checkpoints, metrics, plots), logs/eval/runs/ (evaluation)"
+	ckpt=$$(ls -t logs/train/runs/*/checkpoints/last.ckpt | head -1) && \
+	$(BIN)/python eval.py ckpt_path=$$ckpt data.root=data/demo_edge_n300 && \
+	$(BIN)/python -m chainnet.score ckpt_path=$$ckpt scenarios=examples/edge_small.yaml \
+		out=logs/demo_predictions.csv && \
+	$(BIN)/python -m chainnet.optimize ckpt_path=$$ckpt problem=examples/problem_small.yaml \
+		budget_s=15 top_k=3 progress=false
+	@echo "demo outputs: logs/simulate/runs/ (QoS tables), data/demo_edge_n300/ (dataset),"
+	@echo "  logs/train/runs/ (checkpoints, metrics, plots), logs/eval/runs/ (evaluation),"
+	@echo "  logs/demo_predictions.csv (scored deployment), logs/optimize/runs/ (best deployment,"
+	@echo "  its predicted and simulated QoS, convergence plot)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -261,7 +261,7 @@ class SearchResult:
     scored: dict[bytes, tuple[np.ndarray, Score]]
     history: pd.DataFrame  # elapsed_s, scored, best objective (after each batch)
     elapsed_s: float
-    complete: bool  # exhaustive: every candidate scored
+    complete: bool  # every feasible candidate was scored
     best: list[tuple[np.ndarray, Score]] = field(default_factory=list)
 
     def top(self, k: int) -> list[tuple[np.ndarray, Score]]:
@@ -286,6 +286,10 @@ def run_search(
         raise ValueError(f"batch_size: got {batch}; must be >= 1")
     rng = np.random.default_rng(seed)
     strat = STRATEGY_CLASSES[strategy](problem, rng, batch)
+    # A small space can be used up before the budget: then the search stops, complete.
+    feasible = (
+        sum(1 for _ in problem.enumerate_feasible()) if problem.space_size() <= 20_000 else None
+    )
     scored: dict[bytes, tuple[np.ndarray, Score]] = {}
     rows = []
     best = math.inf
@@ -326,6 +330,9 @@ def run_search(
             best = min(best, min(v for _, v in known))
         elapsed = time.perf_counter() - t0
         rows.append({"elapsed_s": elapsed, "scored": len(scored), "best_objective": best})
+        if feasible is not None and len(scored) >= feasible:
+            complete = True
+            break
         bar.n = round(min(elapsed, budget_s), 1)
         bar.set_postfix_str(f"best {best:.4g}, {len(scored)} scored")
         bar.refresh()

@@ -1,0 +1,141 @@
+"""Surrogate-driven against simulator-driven deployment search, at equal wall-clock budgets.
+
+On `--problems` problems drawn from held-out seeds (the first `--small` small enough for
+exhaustive search), runs the same strategy for each budget with each scorer, confirms the top
+candidates by fresh simulation (as `python -m chainnet.optimize` does), and judges what each
+returns by one common evaluation: a simulation of the returned deployment with a seed and settings
+no search used. Where the problem is small, the true optimum is found by simulating every feasible
+candidate with that same evaluation, and the optimality gap is reported.
+
+    python experiments/search_budget.py --ckpt edge_model.ckpt [--problems 10] [--budgets 10 60]
+
+Saves search_budget.csv (one row per problem, budget and scorer), summary.csv, and
+search_budget.png (the objective each search returned, per problem and budget) under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chainnet.evaluate import _pyplot
+from chainnet.problem import random_problem
+from chainnet.search import SimulatorScorer, SurrogateScorer, confirm, run_search
+from chainnet.sim import SimulatorSettings
+from chainnet.surrogate import Surrogate
+
+EVAL_SEED = 777_777  # the common judge: no search uses this seed
+
+
+def problems(n: int, small: int, seed: int):
+    out = []
+    for i, ss in enumerate(np.random.SeedSequence(seed).spawn(n)):
+        rng = np.random.default_rng(ss)
+        objective = "max_accuracy" if i % 2 else "min_loss"
+        if i < small:  # two services of 2-3 fragments on 3 devices: at most a few hundred
+            p = random_problem(rng, (3, 3), (2, 2), (2, 3), objective=objective, name=f"p{i}")
+        else:
+            p = random_problem(rng, (4, 6), (2, 3), (3, 4), objective=objective, name=f"p{i}")
+        out.append(p)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", required=True, help="a surrogate trained on edge-like scenarios")
+    ap.add_argument("--problems", type=int, default=10)
+    ap.add_argument("--small", type=int, default=3, help="of which small enough for exhaustive")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[10.0, 60.0])
+    ap.add_argument("--strategy", default="anneal")
+    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=424_242, help="held out: no dataset uses it")
+    ap.add_argument("--out", default="experiments/results/search_budget")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    surrogate = Surrogate.load(args.ckpt)
+    settings = SimulatorSettings(max_arrivals=300_000)  # as datagen and chainnet.optimize
+    rows = []
+    for p in problems(args.problems, args.small, args.seed):
+        judge = SimulatorScorer(p, settings, seed=EVAL_SEED)
+        optimum = np.nan
+        if p.space_size() <= 1000:
+            t0 = time.perf_counter()
+            every = list(p.enumerate_feasible())
+            optimum = min(s.objective for s in judge.score(every))
+            print(f"{p.name}: optimum {optimum:.4f} by simulating all {len(every)} candidates "
+                  f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        for budget in args.budgets:
+            for scorer in (
+                SurrogateScorer(p, surrogate),
+                SimulatorScorer(p, settings, seed=1),
+            ):
+                res = run_search(p, scorer, args.strategy, budget, seed=0)
+                table = confirm(p, res, scorer, args.top_k, settings, seed=2)
+                chosen = table.iloc[0]["candidate"]
+                value = judge.score([chosen])[0]
+                rows.append(
+                    {
+                        "problem": p.name,
+                        "objective_kind": p.objective.kind,
+                        "space": p.space_size(),
+                        "budget_s": budget,
+                        "scorer": scorer.name,
+                        "scored": len(res.scored),
+                        "objective": value.objective,
+                        "loss": value.loss,
+                        "accuracy": value.accuracy,
+                        "optimum": optimum,
+                        "gap": value.objective - optimum,
+                        "predicted_objective": table.iloc[0]["predicted_objective"],
+                    }
+                )
+                r = rows[-1]
+                print(
+                    f"{p.name} budget {budget:4.0f} s {scorer.name:9s}: scored {r['scored']:6d}, "
+                    f"objective {r['objective']:.4f} (loss {r['loss']:.4f}), gap {r['gap']:.4f}"
+                )
+        pd.DataFrame(rows).to_csv(out / "search_budget.csv", index=False)  # kept as it grows
+    df = pd.DataFrame(rows)
+    wide = df.pivot_table(index=["problem", "budget_s"], columns="scorer", values="objective")
+    wide["surrogate_better"] = wide["surrogate"] < wide["simulator"] - 1e-4
+    wide["simulator_better"] = wide["simulator"] < wide["surrogate"] - 1e-4
+    summary = (
+        df.groupby(["budget_s", "scorer"])
+        .agg(
+            scored=("scored", "median"),
+            mean_objective=("objective", "mean"),
+            mean_loss=("loss", "mean"),
+            mean_gap=("gap", "mean"),
+            worst_gap=("gap", "max"),
+        )
+        .join(
+            wide.groupby("budget_s")[["surrogate_better", "simulator_better"]].sum(),
+            on="budget_s",
+        )
+    )
+    summary.to_csv(out / "summary.csv")
+    print(summary.to_string(float_format=lambda x: f"{x:.4f}"))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(args.budgets), figsize=(5 * len(args.budgets), 4), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, budget in zip(axes, args.budgets):
+        part = wide.xs(budget, level="budget_s")
+        x = np.arange(len(part))
+        ax.bar(x - 0.2, part["surrogate"], 0.4, label="surrogate-driven")
+        ax.bar(x + 0.2, part["simulator"], 0.4, label="simulator-driven")
+        ax.set_xticks(x, part.index, rotation=45)
+        ax.set_title(f"budget {budget:.0f} s")
+        ax.set_ylabel("simulated objective of the returned deployment (lower is better)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "search_budget.png", dpi=110)
+    print(f"saved {out}/search_budget.csv, summary.csv, search_budget.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -120,9 +120,8 @@ class Surrogate:
         """Per chain of all `scenarios` (in order): the predicted QoS as arrays, plus `scenario`."""
         g = graph_batch(scenarios)
         out, pass_prob, _ = self.net(g)
-        loads = load_features(g, pass_prob)
         if pass_prob is None:  # a model without stage outputs: the queueing prior's
-            pass_prob = loads["prior_pass"]
+            pass_prob = load_features(g)["prior_pass"]
         frag = g["fragment"]
         chain, hop = chain_of_fragments(g)
         n_chain = g["chain"].num_nodes

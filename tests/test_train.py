@@ -30,6 +30,14 @@ def test_each_model_trains_on_a_tiny_dataset(tiny, tmp_path, model):
     table = pd.read_csv(tmp_path / "test_metrics_by_load.csv", index_col="band")
     assert list(table.index) == ["all", "<0.5", "0.5-0.9", "0.9-1.2", ">1.2"]
     assert table.loc["all", "chains"] == table["chains"].iloc[1:].sum()
+    # every model's checkpoint scores scenarios (the MLP without stage outputs too)
+    from tests_helpers import random_scenario
+
+    from chainnet.surrogate import Surrogate
+
+    df = Surrogate.load(best).predict([random_scenario("exits", 0), random_scenario("dsn24", 1)])
+    assert df[["throughput", "response_time"]].notna().all().all()
+    assert df["accuracy"].notna().any()
 
 
 def _eval_config(tiny, tmp_path, *overrides):

@@ -36,7 +36,7 @@ from torch_geometric.utils import scatter
 
 from chainnet.scenario import Scenario
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 
 FRAGMENT_STATIC = (
     "inv_capacity",  # 1 / capacity of the fragment's device
@@ -289,16 +289,25 @@ def load_features(data, pass_prob: torch.Tensor | None = None) -> dict[str, torc
     chain_load = _segment_sum(stage_load, chain, n_chain)
     max_dev = scatter(device_load[dev_of], chain, 0, dim_size=n_chain, reduce="max")
 
-    # The queueing prior, in float64: every device an M/M/1/K queue at its offered load.
+    # The queueing prior, in float64: every device an M/M/1/K queue at its offered load, where
+    # K is its capacity or, if smaller, the jobs its memory holds: floor(1 / the arrival-weighted
+    # mean of its fragments' job memory shares), as the analytic baseline does.
     rho = device_load.double()
-    blocking, number = mm1k(rho, data["device"].capacity)
-    arrivals = _segment_sum((frag.rate * reach).double(), dev_of, n_dev)
+    stage_arrivals = (frag.rate * reach).double()
+    arrivals = _segment_sum(stage_arrivals, dev_of, n_dev)
+    share_col = FRAGMENT_STATIC.index("memory_share")  # raw features: the model normalises
+    memory_share = _segment_sum(stage_arrivals * frag.x[:, share_col].double(), dev_of, n_dev)
+    mean_share = memory_share / arrivals.clamp(min=1e-300)
+    capacity = data["device"].capacity.double()
+    by_memory = torch.floor(1.0 / mean_share.clamp(min=1e-12)).clamp(min=1.0)
+    capacity = torch.where(mean_share > 0, torch.minimum(capacity, by_memory), capacity)
+    blocking, number = mm1k(rho, capacity)
     served = (arrivals * (1.0 - blocking)).clamp(min=1e-300)
     mean_service = torch.where(arrivals > 0, rho / arrivals.clamp(min=1e-300), 0.0)
     sojourn = torch.where(arrivals > 0, number / served, mean_service)  # Little's law
     sojourn = torch.maximum(sojourn, mean_service)
     service = (frag.base_load / frag.rate).double()
-    ps = data["device"].x[:, 2].double() > 0.5  # raw static feature: processor sharing
+    ps = data["device"].x[:, DEVICE_STATIC.index("ps")] > 0.5  # processor sharing
     wait = (sojourn - mean_service)[dev_of]  # FCFS: the same queueing delay for every class
     # PS: time proportional to the service (1 on an idle device)
     stretch = torch.where(mean_service > 0, sojourn / mean_service.clamp(min=1e-300), 1.0)[dev_of]
@@ -332,7 +341,7 @@ def load_features(data, pass_prob: torch.Tensor | None = None) -> dict[str, torc
                 torch.stack(
                     [
                         blocking,
-                        number / data["device"].capacity.double(),
+                        number / capacity,
                         torch.log(sojourn / mean_service.clamp(min=1e-300)).clamp(0.0, 30.0),
                     ],
                     dim=1,

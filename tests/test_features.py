@@ -182,3 +182,15 @@ def test_response_ratio_can_exceed_one_with_early_exits():
     assert float(loads["prior"][0, 1]) > 2.5  # nearly idle: close to the cap
     out = chain_outputs(torch.full((1, 2), 3.0), loads)
     assert 1.0 < float(out[0, 1]) < float(loads["cap"][0])
+
+
+def test_queueing_prior_holds_as_many_jobs_as_memory_allows():
+    """Capacity 10 but memory for 4 jobs of 25: the prior is the M/M/1/4 queue."""
+    from chainnet.queueing import mm1k as exact
+
+    sc = Scenario(
+        [Device("a", capacity=10, speed=1.0, memory=100.0)],
+        [ServiceChain("x", 0.9, [Stage("a", 1.0, distribution="exp", job_memory=25.0)])],
+    )
+    loads = load_features(scenario_graph(sc))
+    assert float(loads["prior"][0, 0]) == pytest.approx(1 - exact(0.9, 1.0, 4).loss_ratio, rel=1e-5)

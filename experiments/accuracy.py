@@ -119,9 +119,10 @@ def main() -> None:
             print(f"{model:13s} {label:24s} " + "  ".join(
                 f"{k}={table.loc['all', k]:.4f}" for k in REFERENCE
             ), flush=True)  # fmt: skip
+        # saved after every model, so an interrupted study keeps what it measured
+        pd.DataFrame(rows).to_csv(out / "accuracy.csv", index=False)
+        (out / "training_speed.json").write_text(json.dumps(speeds, indent=2))
     result = pd.DataFrame(rows)
-    result.to_csv(out / "accuracy.csv", index=False)
-    (out / "training_speed.json").write_text(json.dumps(speeds, indent=2))
     cols = ["model", "dataset", *REFERENCE]
     print("\n" + result[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(f"\nreference (published ChainNet checkpoint on the published val set): {REFERENCE}")

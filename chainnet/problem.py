@@ -327,14 +327,14 @@ class Problem:
             job[d] = max(job[d], fr.job_memory)
         return weights, job
 
-    def feasible(self, candidate: np.ndarray) -> bool:
+    def overfull(self, candidate: np.ndarray) -> np.ndarray:
+        """Per device: its fragments' weights exceed its RAM, or leave no room for one job."""
         weights, job = self.memory_use(candidate)
-        for d, dev in enumerate(self.devices):
-            if dev.ram is None:
-                continue
-            if weights[d] > dev.ram or (job[d] > 0 and dev.ram - weights[d] < job[d]):
-                return False
-        return True
+        ram = np.array([math.inf if d.ram is None else d.ram for d in self.devices])
+        return (weights > ram) | ((job > 0) & (ram - weights < job))
+
+    def feasible(self, candidate: np.ndarray) -> bool:
+        return not self.overfull(candidate).any()
 
     def random_candidate(self, rng: np.random.Generator, tries: int = 100) -> np.ndarray | None:
         for _ in range(tries):
@@ -344,32 +344,23 @@ class Problem:
         return None
 
     def repair(self, candidate: np.ndarray, rng: np.random.Generator | None) -> np.ndarray | None:
-        """`candidate` made feasible by moving fragments off over-full devices (None if stuck)."""
+        """`candidate` made feasible by moving fragments off over-full devices, each to the device
+        with the most free RAM (or, half the time with `rng`, a random one); None if stuck."""
         c = candidate.copy()
-        order = range(self.n_placement)
+        ram = np.array([math.inf if d.ram is None else d.ram for d in self.devices])
         for _ in range(3 * self.n_placement + 1):
-            if self.feasible(c):
+            bad = self.overfull(c)
+            if not bad.any():
                 return c
-            weights, _ = self.memory_use(c)
             dev = self.device_of(c)
-            movable = [
-                g
-                for g in order
-                if self.domains[g] > 1
-                and self.devices[dev[g]].ram is not None
-                and weights[dev[g]] > (self.devices[dev[g]].ram or math.inf) * 0.5
-            ] or [g for g in order if self.domains[g] > 1]
-            if not movable:
+            movable = [g for g in range(self.n_placement) if self.domains[g] > 1 and bad[dev[g]]]
+            if not movable:  # only fixed gateway fragments overfill a device
                 return None
             g = movable[0] if rng is None else movable[int(rng.integers(len(movable)))]
-            room = [
-                (self.devices[d].ram or math.inf) - weights[d] for d in range(len(self.devices))
-            ]
-            c[g] = (
-                int(np.argmax(room))
-                if rng is None or rng.random() < 0.5
-                else rng.integers(self.domains[g])
-            )
+            if rng is None or rng.random() < 0.5:
+                c[g] = int(np.argmax(ram - self.memory_use(c)[0]))
+            else:
+                c[g] = int(rng.integers(self.domains[g]))
         return c if self.feasible(c) else None
 
     def neighbour(self, candidate: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -185,3 +185,19 @@ def test_optimize_cli_end_to_end(tiny_checkpoint, tmp_path):
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and "ckpt_path" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_repair_moves_fragments_off_full_devices():
+    p = example()
+    crowded = np.array([0, 0, 0, 0, 0, 0])  # 2100 MB of weights on the 1024 MB gateway
+    assert p.overfull(crowded).tolist() == [True, False, False]
+    fixed = p.repair(crowded, None)
+    assert fixed is not None and p.feasible(fixed)
+    assert fixed[0] == 0 and fixed[3] == 0  # gateway fragments stay
+    rng = np.random.default_rng(0)
+    assert all(p.feasible(p.repair(crowded, rng)) for _ in range(20))
+    d = yaml.safe_load(EXAMPLE.read_text())
+    d["services"][0]["fragments"][0]["memory"] = 1000  # with the other stem, over the gateway
+    d["services"][1]["fragments"][0]["memory"] = 1000
+    with pytest.raises(ScenarioError, match="fits the devices' RAM"):
+        Problem.from_dict(d)

@@ -34,7 +34,7 @@ def user_errors() -> Iterator[None]:
     """Turn invalid input (scenario, settings, config, files) into `error: ...` and exit code 2."""
     try:
         yield
-    except (ScenarioError, ValueError, FileNotFoundError, OmegaConfBaseException) as exc:
+    except (ScenarioError, ValueError, OSError, OmegaConfBaseException) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

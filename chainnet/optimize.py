@@ -55,6 +55,17 @@ def plot_convergence(histories: dict[str, pd.DataFrame], path: Path, title: str)
     plt.close(fig)
 
 
+def _no_nan(obj: Any) -> Any:
+    """Plain JSON: NaN (an undefined accuracy) becomes null, numpy numbers become floats."""
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return None if not np.isfinite(obj) else float(obj)
+    return obj
+
+
 def _services(df: pd.DataFrame | None) -> list[dict[str, Any]]:
     return [] if df is None else json.loads(df.to_json(orient="records"))
 
@@ -73,7 +84,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.batch_size, bool(cfg.progress),
     )  # fmt: skip
     t0 = time.perf_counter()
-    table = confirm(problem, result, scorer, int(cfg.top_k), settings, engine, int(cfg.seed) + 1)
+    table = confirm(problem, result, scorer, cfg.top_k, settings, engine, int(cfg.seed) + 1)
     confirm_s = time.perf_counter() - t0
     best = table.iloc[0]
     out = Path(cfg.paths.output_dir)
@@ -103,7 +114,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "predicted": _services(best["predicted_services"]),
         "simulated": _services(best["simulated_services"]),
     }
-    (out / "result.json").write_text(json.dumps(summary, indent=2, default=float))
+    (out / "result.json").write_text(json.dumps(_no_nan(summary), indent=2))
     (out / "best_scenario.yaml").write_text(problem.scenario(cand).to_yaml())
     table.assign(
         candidate=[json.dumps(problem.describe(np.asarray(c))) for c in table["candidate"]]

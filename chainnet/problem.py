@@ -237,6 +237,11 @@ class Problem:
             raise ScenarioError(f"{w}.services", [], "at least one service")
         if self.objective.kind not in OBJECTIVES:
             raise ScenarioError(f"{w}.objective.kind", self.objective.kind, f"one of {OBJECTIVES}")
+        if not (math.isfinite(self.objective.penalty) and self.objective.penalty >= 0):
+            raise ScenarioError(f"{w}.objective.penalty", self.objective.penalty, "a number >= 0")
+        names = [sv.name for sv in self.services]
+        if len(set(names)) != len(names):
+            raise ScenarioError(f"{w}.services", names, "service names must be unique")
         if self.objective.kind == "max_accuracy":
             ml = self.objective.max_loss
             if ml is None or not 0.0 <= ml <= 1.0:
@@ -259,6 +264,9 @@ class Problem:
                 raise ScenarioError(f"{sw}.fragments", [], "at least one fragment")
             if sv.gateway is not None and sv.gateway not in self._device_index:
                 raise ScenarioError(f"{sw}.gateway", sv.gateway, "the name of a device")
+            frag_names = [fr.name for fr in sv.fragments]
+            if len(set(frag_names)) != len(frag_names):
+                raise ScenarioError(f"{sw}.fragments", frag_names, "fragment names must be unique")
             last = len(sv.fragments) - 1
             for k, fr in enumerate(sv.fragments):
                 fw = f"{sw}.fragments[{k}]"
@@ -286,20 +294,13 @@ class Problem:
                         )
         # Some placement must fit the devices' RAM, and its scenario must be valid (fragments'
         # distributions, scv, memory against RAM), with the problem's path in the message.
-        example = next(self._feasible_examples(), None)
+        example = self.random_candidate(np.random.default_rng(0))
         if example is None:
             raise ScenarioError(w, self.name, "no placement found that fits the devices' RAM")
         try:
             self.scenario(example)
         except ScenarioError as exc:
             raise ScenarioError(w, self.name, f"its deployments are invalid: {exc}") from None
-
-    def _feasible_examples(self):
-        rng = np.random.default_rng(0)
-        for _ in range(200):
-            c = self.random_candidate(rng, tries=1)
-            if c is not None:
-                yield c
 
     # ---- candidates ----------------------------------------------------------------------------
     @property
@@ -336,12 +337,17 @@ class Problem:
     def feasible(self, candidate: np.ndarray) -> bool:
         return not self.overfull(candidate).any()
 
-    def random_candidate(self, rng: np.random.Generator, tries: int = 100) -> np.ndarray | None:
+    def random_candidate(self, rng: np.random.Generator, tries: int = 20) -> np.ndarray | None:
+        """A random feasible candidate: a uniform draw, repaired if it does not fit; None if no
+        repair finds room (then the greedy repair, most free RAM first, has the last word)."""
         for _ in range(tries):
             c = rng.integers(0, self.domains)
             if self.feasible(c):
                 return c
-        return None
+            c = self.repair(c, rng)
+            if c is not None:
+                return c
+        return self.repair(rng.integers(0, self.domains), None)
 
     def repair(self, candidate: np.ndarray, rng: np.random.Generator | None) -> np.ndarray | None:
         """`candidate` made feasible by moving fragments off over-full devices, each to the device
@@ -435,9 +441,11 @@ class Problem:
         rates = np.array([sv.arrival_rate for sv in self.services])
         loss = float(np.sum(rates * loss_ratio) / rates.sum())
         served = rates * (1.0 - loss_ratio)
+        # Over the services that served jobs (one that completed nothing has no accuracy).
+        counted = (served > 0) & np.isfinite(accuracy)
         acc = (
-            float(np.sum(served * accuracy) / served.sum())
-            if served.sum() > 0 and np.isfinite(accuracy).all()
+            float(np.sum(served[counted] * accuracy[counted]) / served[counted].sum())
+            if counted.any()
             else math.nan
         )
         if self.objective.kind == "min_loss":

@@ -56,6 +56,8 @@ def run(cfg: DictConfig) -> int:
     df = surrogate.predict(scenarios, batch_size=cfg.batch_size)
     took = time.perf_counter() - t0
     out = Path(cfg.out)
+    if out.is_dir():
+        raise ValueError(f"out: {out} is a folder; give a file name such as {out / 'pred.csv'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     df.to_csv(tmp, index=False)

@@ -124,16 +124,17 @@ class RandomSearch(Strategy):
 
 
 class Greedy(Strategy):
-    """Steepest descent: score a batch of single-gene moves from the current point, take the
-    best if it improves, else restart from a random point."""
+    """Steepest descent over single-gene moves: the moves from the current point are scored a
+    batch at a time; the best move is taken as soon as a batch improves on the current point, and
+    only when every move has been scored without improvement (a local optimum) does the search
+    restart from a random point."""
 
     def __init__(self, *args):
         super().__init__(*args)
         self.current, self.value = None, math.inf
+        self.pending: list[np.ndarray] = []
 
-    def ask(self, spent):
-        if self.current is None:
-            return [self.random()]
+    def _moves(self) -> list[np.ndarray]:
         moves = []
         for g in np.flatnonzero(self.problem.domains > 1):
             for v in range(int(self.problem.domains[g])):
@@ -142,16 +143,25 @@ class Greedy(Strategy):
                     c[g] = v
                     if self.problem.feasible(c):
                         moves.append(c)
-        if len(moves) > self.batch:
-            pick = self.rng.choice(len(moves), self.batch, replace=False)
-            moves = [moves[i] for i in pick]
-        return moves or [self.random()]
+        return [moves[i] for i in self.rng.permutation(len(moves))]
+
+    def ask(self, spent):
+        if self.current is None:
+            return [self.random()]
+        if not self.pending:
+            self.pending = self._moves()
+            if not self.pending:  # nowhere to move
+                self.current = None
+                return [self.random()]
+        batch, self.pending = self.pending[: self.batch], self.pending[self.batch :]
+        return batch
 
     def tell(self, candidates, values):
         i = int(np.argmin(values))
         if self.current is None or values[i] < self.value - 1e-12:
             self.current, self.value = candidates[i], float(values[i])
-        else:  # a local optimum: restart
+            self.pending = []
+        elif not self.pending:  # every move scored, none better: a local optimum
             self.current, self.value = None, math.inf
 
 
@@ -281,9 +291,12 @@ def run_search(
         raise ValueError(f"strategy: got {strategy!r}; one of {STRATEGIES}")
     if not budget_s > 0:
         raise ValueError(f"budget_s: got {budget_s}; must be > 0")
-    batch = batch_size or (256 if scorer.name == "surrogate" else 8)
-    if batch < 1:
-        raise ValueError(f"batch_size: got {batch}; must be >= 1")
+    if batch_size is None:
+        batch = 256 if scorer.name == "surrogate" else 8
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: got {batch_size!r}; an integer >= 1, or null")
+    else:
+        batch = batch_size
     rng = np.random.default_rng(seed)
     strat = STRATEGY_CLASSES[strategy](problem, rng, batch)
     # A small space can be used up before the budget: then the search stops, complete.
@@ -353,6 +366,8 @@ def confirm(
 ) -> pd.DataFrame:
     """Simulate the best `k` scored candidates afresh (a seed the search never used); one row
     each, best by simulation first: rank, predicted and simulated objective, loss, accuracy."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k: got {k!r}; an integer >= 1")
     top = result.top(k)
     if not top:
         raise ValueError("the search scored no candidate: raise budget_s")

@@ -201,3 +201,106 @@ def test_repair_moves_fragments_off_full_devices():
     d["services"][1]["fragments"][0]["memory"] = 1000
     with pytest.raises(ScenarioError, match="fits the devices' RAM"):
         Problem.from_dict(d)
+
+
+def test_a_placement_is_found_where_few_fit():
+    """Only `big` holds the weights: random draws almost never fit, repair finds the room."""
+    d = {
+        "devices": [
+            {"name": "big", "speed": 1.0, "capacity": 5, "ram": 10000},
+            {"name": "s1", "speed": 1.0, "capacity": 5, "ram": 100},
+            {"name": "s2", "speed": 1.0, "capacity": 5, "ram": 100},
+        ],
+        "services": [
+            {
+                "name": "a",
+                "arrival_rate": 0.1,
+                "fragments": [{"name": f"f{i}", "work": 0.1, "memory": 200} for i in range(6)],
+            }
+        ],
+    }
+    p = Problem.from_dict(d)
+    assert p.device_of(p.random_candidate(np.random.default_rng(1))).tolist() == [0] * 6
+    for strategy in ("random", "anneal", "genetic", "greedy"):
+        res = run_search(p, FakeScorer(p, np.zeros(6, int)), strategy, budget_s=0.3, batch_size=4)
+        assert res.top(1)[0][1].objective == 0
+
+
+def test_greedy_restarts_only_at_a_local_optimum():
+    """No RAM limits and a separable objective: every point but the optimum has an improving
+    move, so greedy may restart only from the optimum, even scoring 2 moves at a time."""
+    from chainnet.search import Greedy
+
+    d = {
+        "devices": [{"name": f"d{i}", "speed": 1.0, "capacity": 5} for i in range(4)],
+        "services": [
+            {
+                "name": f"s{s}",
+                "arrival_rate": 0.1,
+                "fragments": [{"name": f"f{k}", "work": 0.1} for k in range(4)],
+            }
+            for s in range(2)
+        ],
+    }
+    p = Problem.from_dict(d)
+    target = np.array([3, 1, 2, 0, 1, 1, 3, 2])
+    restarts = []
+
+    class Counting(Greedy):
+        def tell(self, candidates, values):
+            was, value = self.current is not None, self.value
+            super().tell(candidates, values)
+            if was and self.current is None:
+                restarts.append(value)
+
+    import chainnet.search as search
+
+    search.STRATEGY_CLASSES["counting"] = Counting
+    try:
+        res = run_search(p, FakeScorer(p, target), "counting", budget_s=1.0, batch_size=2, seed=4)
+    finally:
+        del search.STRATEGY_CLASSES["counting"]
+    assert res.top(1)[0][1].objective == 0
+    assert restarts and all(v == 0 for v in restarts)
+
+
+def test_a_service_that_served_nothing_does_not_erase_the_accuracy():
+    p = example()
+    obj, loss, acc = p.objective_value(np.array([0.0, 1.0]), np.array([0.9, np.nan]))
+    assert acc == pytest.approx(0.9)
+    assert obj == pytest.approx(-0.9 + 10 * (0.6 / 1.8 - 0.05))
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d["objective"].update(penalty=-10), "penalty"),
+        (lambda d: d["services"][1]["fragments"][1].update(name="backbone"), "fragment names"),
+        (lambda d: d["services"][1].update(name="classify"), "service names"),
+    ],
+)
+def test_more_bad_problems(edit, match):
+    d = yaml.safe_load(EXAMPLE.read_text())
+    edit(d)
+    with pytest.raises(ScenarioError, match=match):
+        Problem.from_dict(d)
+
+
+def test_bad_search_settings():
+    p = example()
+    res = run_search(p, FakeScorer(p, np.zeros(6, int)), "random", budget_s=0.2)
+    for k in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="top_k"):
+            confirm(p, res, FakeScorer(p, 0), k=k)
+    for b in (0, 16.5):
+        with pytest.raises(ValueError, match="batch_size"):
+            run_search(p, FakeScorer(p, 0), "random", budget_s=0.2, batch_size=b)
+
+
+def test_result_json_has_no_nan():
+    from chainnet.optimize import _no_nan
+
+    out = json.dumps(_no_nan({"a": float("nan"), "b": [np.float64(1.5), np.nan], "c": "x"}))
+    assert json.loads(out, parse_constant=lambda c: pytest.fail(c)) == {
+        "a": None, "b": [1.5, None], "c": "x"
+    }  # fmt: skip

@@ -166,3 +166,9 @@ def test_score_cli_scores_the_valid_and_names_the_invalid(tiny_checkpoint, tmp_p
     )  # fmt: skip
     assert proc.returncode == 2 and "not a chainnet checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "chainnet.score", f"ckpt_path={tiny_checkpoint}",
+         f"scenarios={path}", f"out={tmp_path}", f"hydra.run.dir={tmp_path / 'run3'}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "is a folder" in proc.stderr and "Traceback" not in proc.stderr

@@ -224,15 +224,27 @@ def padded_index(chain: torch.Tensor, hop: torch.Tensor, n_chain: int) -> torch.
     return out
 
 
+def is_last_stage(chain: torch.Tensor, hop: torch.Tensor, n_chain: int) -> torch.Tensor:
+    """Per fragment: whether it is its chain's last stage."""
+    return hop == scatter(hop, chain, 0, dim_size=n_chain, reduce="max")[chain]
+
+
 def reach_probabilities(
-    pass_prob: torch.Tensor, exit_prob: torch.Tensor, chain, hop, n_chain: int
+    pass_prob: torch.Tensor,
+    exit_prob: torch.Tensor,
+    chain,
+    hop,
+    n_chain: int,
+    idx: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Probability that a job of the chain reaches each fragment, given per-stage pass probs.
 
     reach_k = prod_{j<k} pass_j * (1 - exit_j): an exclusive cumulative product along each chain,
     for all chains at once on the padded [chain, hop] layout (exact, no cross-chain accumulation).
+    `idx` is that layout (`padded_index`), if the caller has it already.
     """
-    idx = padded_index(chain, hop, n_chain)
+    if idx is None:
+        idx = padded_index(chain, hop, n_chain)
     step = torch.ones(idx.shape, dtype=pass_prob.dtype, device=pass_prob.device)
     valid = idx >= 0
     step[valid] = (pass_prob * (1.0 - exit_prob))[idx[valid]]
@@ -268,19 +280,27 @@ def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     return scatter(x, index, 0, dim_size=n, reduce="sum")
 
 
-def load_features(data, pass_prob: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def load_features(
+    data, pass_prob: torch.Tensor | None = None, layout: tuple | None = None
+) -> dict[str, torch.Tensor]:
     """Load features of fragments, devices and chains for the given per-fragment pass probs.
 
     Also returns `prior` [n_chain, 2]: the queueing prior's throughput ratio and response ratio,
     and `cap` [n_chain]: the largest response ratio possible (sum of all stages' mean service
     times over the mean service time a completed job receives; 1 without early exits).
+    `layout` = (chain, hop, padded index) of the fragments, if the caller has it already (the
+    fixed point calls this once per run on the same graph).
     """
     frag = data["fragment"]
-    chain, hop = chain_of_fragments(data)
+    n_chain = data["chain"].num_nodes
+    if layout is None:
+        chain, hop = chain_of_fragments(data)
+        idx = padded_index(chain, hop, n_chain)
+    else:
+        chain, hop, idx = layout
     if pass_prob is None:
         pass_prob = torch.ones_like(frag.base_load)
-    n_chain = data["chain"].num_nodes
-    reach = reach_probabilities(pass_prob, frag.exit_prob, chain, hop, n_chain)
+    reach = reach_probabilities(pass_prob, frag.exit_prob, chain, hop, n_chain, idx)
     stage_load = frag.base_load * reach
     dev_of = data["fragment", "placed_on", "device"].edge_index[1]
     n_dev = data["device"].num_nodes
@@ -314,12 +334,11 @@ def load_features(data, pass_prob: torch.Tensor | None = None) -> dict[str, torc
     at_stage = torch.where(ps[dev_of], service * stretch, service + wait)
     exit_prob = frag.exit_prob.double()
     ones = torch.ones_like(exit_prob)
-    visit = reach_probabilities(ones, exit_prob, chain, hop, n_chain)  # given completion
+    visit = reach_probabilities(ones, exit_prob, chain, hop, n_chain, idx)  # given completion
     passes = 1.0 - blocking[dev_of]
-    reach_prior = reach_probabilities(passes, exit_prob, chain, hop, n_chain)
-    last = torch.zeros_like(ones)
-    last[hop == scatter(hop, chain, 0, dim_size=n_chain, reduce="max")[chain]] = 1.0
-    leaves = torch.where(last > 0, ones, exit_prob)  # where a passing job leaves the chain
+    reach_prior = reach_probabilities(passes, exit_prob, chain, hop, n_chain, idx)
+    # where a passing job leaves the chain: by its exit, or after the last stage
+    leaves = torch.where(is_last_stage(chain, hop, n_chain), ones, exit_prob)
     prior_tput = _segment_sum(reach_prior * passes * leaves, chain, n_chain)
     total = _segment_sum(service, chain, n_chain)
     cap = total / _segment_sum(visit * service, chain, n_chain).clamp(min=1e-300)

@@ -23,10 +23,10 @@ from omegaconf import DictConfig
 from chainnet.cli import CONF, settings_from, user_errors
 from chainnet.problem import Problem
 from chainnet.search import SCORERS, SimulatorScorer, SurrogateScorer, confirm, run_search
+from chainnet.sim import SimulatorSettings
 
 
-def make_scorer(cfg: DictConfig, problem: Problem):
-    settings, engine = settings_from(cfg.simulator)
+def make_scorer(cfg: DictConfig, problem: Problem, settings: SimulatorSettings, engine: str):
     if cfg.scorer == "surrogate":
         if not cfg.ckpt_path:
             raise ValueError("ckpt_path: scorer=surrogate needs a checkpoint of train.py")
@@ -72,8 +72,8 @@ def _services(df: pd.DataFrame | None) -> list[dict[str, Any]]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     problem = Problem.load(cfg.problem)
-    scorer = make_scorer(cfg, problem)
     settings, engine = settings_from(cfg.simulator)
+    scorer = make_scorer(cfg, problem, settings, engine)
     print(
         f"problem {problem.name or cfg.problem}: {len(problem.devices)} devices, "
         f"{len(problem.fragments)} fragments, {len(problem.exits)} exits, "

@@ -28,6 +28,7 @@ from chainnet.sim import SimulatorSettings, simulate
 
 STRATEGIES = ("random", "greedy", "anneal", "genetic", "exhaustive")
 SCORERS = ("surrogate", "simulator")
+QOS = ("throughput", "loss_ratio", "response_time", "accuracy")  # per service, kept at the end
 
 
 # ---- scorers: candidates -> (objective, loss ratio, accuracy) ---------------------------------
@@ -54,22 +55,18 @@ class SurrogateScorer:
         n = len(self.problem.services)  # one chain per service, in order
         loss = arrays["loss_ratio"].reshape(len(candidates), n)
         acc = arrays["accuracy"].reshape(len(candidates), n)
+        qos = {k: arrays[k].reshape(len(candidates), n) for k in QOS} if keep else {}
+        names = [s.name for s in self.problem.services]
         out = []
         for i in range(len(candidates)):
             obj, lo, ac = self.problem.objective_value(loss[i], acc[i])
-            services = None
-            if keep:
-                services = pd.DataFrame(
-                    {
-                        "service": [s.name for s in self.problem.services],
-                        **{k: arrays[k].reshape(len(candidates), n)[i] for k in QOS},
-                    }
-                )
+            services = (
+                pd.DataFrame({"service": names, **{k: v[i] for k, v in qos.items()}})
+                if keep
+                else None
+            )
             out.append(Score(obj, lo, ac, services))
         return out
-
-
-QOS = ("throughput", "loss_ratio", "response_time", "accuracy")
 
 
 class SimulatorScorer:

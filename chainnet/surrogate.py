@@ -29,6 +29,7 @@ from chainnet.features import (
     FEATURE_VERSION,
     chain_of_fragments,
     graph_batch,
+    is_last_stage,
     load_features,
     reach_probabilities,
 )
@@ -130,7 +131,7 @@ class Surrogate:
         rate = scatter(frag.rate.double(), chain, 0, dim_size=n_chain, reduce="max")
         # Where jobs leave: reach x pass x (exit probability, or 1 at the last stage).
         reach = reach_probabilities(pass_prob, frag.exit_prob, chain, hop, n_chain).double()
-        last = hop == scatter(hop, chain, 0, dim_size=n_chain, reduce="max")[chain]
+        last = is_last_stage(chain, hop, n_chain)
         leave = reach * pass_prob.double() * torch.where(last, 1.0, frag.exit_prob.double())
         acc = frag.accuracy.double()
         weighted = scatter(leave * torch.nan_to_num(acc), chain, 0, dim_size=n_chain)

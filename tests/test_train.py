@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 import torch
-from conftest import train_config
+from conftest import train_config as config
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from tests_helpers import ROOT
@@ -12,10 +12,6 @@ from chainnet.cli import CONF
 from chainnet.evaluation import run_eval
 from chainnet.lit import QoSModule
 from chainnet.training import train
-
-
-def config(tiny, tmp_path, *overrides):
-    return train_config(tiny, tmp_path, *overrides)
 
 
 @pytest.mark.parametrize("model", ["chainnet_gin", "chainnet_gat", "gin", "gat", "mlp"])

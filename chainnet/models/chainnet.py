@@ -140,7 +140,12 @@ class ChainNet(nn.Module):
         with torch.no_grad():  # iterate to the fixed point without gradients...
             for _ in range(self.max_iter - 1):
                 _, new_pass = self._run(
-                    data, load_features(data, pass_prob), chain, hop, idx, lengths
+                    data,
+                    load_features(data, pass_prob, (chain, hop, idx)),
+                    chain,
+                    hop,
+                    idx,
+                    lengths,
                 )
                 change = float((new_pass - pass_prob).abs().max()) if len(new_pass) else 0.0
                 pass_prob = new_pass
@@ -148,6 +153,6 @@ class ChainNet(nn.Module):
                 if change < self.tol:
                     break
         # ...then one run with gradients at the fixed point's loads.
-        loads = load_features(data, pass_prob)
+        loads = load_features(data, pass_prob, (chain, hop, idx))
         chain_out, pass_out = self._run(data, loads, chain, hop, idx, lengths)
         return chain_out, pass_out, iterations

@@ -22,28 +22,34 @@ Semantics (SPEC section 1):
 from __future__ import annotations
 
 import json
-import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from chainnet.parsing import (
+    ScenarioError,
+    capacity,
+    finite,
+    integer,
+    load_document,
+    mapping,
+    number,
+    optional,
+    positive,
+    probability,
+    sequence,
+    text,
+    yaml_load,
+)
+
 DISCIPLINES = ("fcfs", "ps")
 # Memory sums are compared with this relative slack, so that adding and removing the same amounts in
 # another order (floating point) never flips an admission. Part of the semantics of every engine.
 MEMORY_SLACK = 1e-9
 DISTRIBUTIONS = ("det", "exp", "general")
-
-
-class ScenarioError(ValueError):
-    """Invalid scenario input; the message names the field, the value and what is allowed."""
-
-    def __init__(self, where: str, value: Any, allowed: str):
-        self.where, self.value, self.allowed = where, value, allowed
-        super().__init__(f"{where}: got {value!r}; {allowed}")
 
 
 @dataclass(frozen=True)
@@ -201,42 +207,6 @@ class Scenario:
             raise ScenarioError(f"{path}: {exc.where}", exc.value, exc.allowed) from None
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML follows YAML 1.1, where `5e-1` is a string; YAML 1.2 and users read a float."""
-
-
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: no arbitrary objects
-
-
-def load_document(path: str | Path) -> Any:
-    """Parse a JSON or YAML file into plain data, with a clear error for a missing or bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScenarioError("file", str(path), "no such file")
-    try:
-        text = path.read_text()
-        if path.suffix == ".json":
-            return json.loads(text)
-        return yaml_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ScenarioError(str(path), path.name, f"cannot be parsed: {exc}") from None
-
-
 def _plain(obj: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
     out = {}
     for f in fields(obj):
@@ -249,109 +219,60 @@ def _plain(obj: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
     return out
 
 
-# ---- parsing: keys and types, with the path of every field ------------------------------------
-
-
-def _mapping(data: Any, where: str, allowed: Sequence[str], required: Sequence[str]) -> dict:
-    if not isinstance(data, Mapping):
-        raise ScenarioError(where, data, "expected a mapping")
-    unknown = [k for k in data if k not in allowed]
-    if unknown:
-        raise ScenarioError(
-            f"{where}.{unknown[0]}", data[unknown[0]], f"unknown key; allowed: {', '.join(allowed)}"
-        )
-    for k in required:
-        if k not in data:
-            raise ScenarioError(f"{where}.{k}", None, "required field is missing")
-    return dict(data)
-
-
-def _list(data: Any, where: str) -> list:
-    if isinstance(data, (str, bytes)) or not isinstance(data, Sequence):
-        raise ScenarioError(where, data, "expected a list")
-    return list(data)
-
-
-def _number(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ScenarioError(where, v, "expected a number")
-    return float(v)
-
-
-def _integer(v: Any, where: str) -> int:
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ScenarioError(where, v, "expected an integer")
-    return v
-
-
-def _text(v: Any, where: str) -> str:
-    if isinstance(v, bool) or not isinstance(v, (str, int)):
-        raise ScenarioError(where, v, "expected a name (string)")
-    return str(v)
-
-
-def _opt(v: Any, conv, where: str):
-    return None if v is None else conv(v, where)
-
-
 def _parse_device(d: Any, where: str, index: int) -> Device:
     keys = [f.name for f in fields(Device)]
-    d = _mapping(d, where, keys, ["capacity"])
+    d = mapping(d, where, keys, ["capacity"])
     return Device(
-        name=_text(d.get("name", f"d{index}"), f"{where}.name"),
-        capacity=_integer(d["capacity"], f"{where}.capacity"),
-        speed=_number(d.get("speed", 1.0), f"{where}.speed"),
-        memory=_opt(d.get("memory"), _number, f"{where}.memory"),
-        discipline=_text(d.get("discipline", "fcfs"), f"{where}.discipline"),
+        name=text(d.get("name", f"d{index}"), f"{where}.name"),
+        capacity=integer(d["capacity"], f"{where}.capacity"),
+        speed=number(d.get("speed", 1.0), f"{where}.speed"),
+        memory=optional(d.get("memory"), number, f"{where}.memory"),
+        discipline=text(d.get("discipline", "fcfs"), f"{where}.discipline"),
     )
 
 
 def _parse_stage(s: Any, where: str) -> Stage:
     keys = [f.name for f in fields(Stage)]
-    s = _mapping(s, where, keys, ["device", "work"])
+    s = mapping(s, where, keys, ["device", "work"])
     return Stage(
-        device=_text(s["device"], f"{where}.device"),
-        work=_number(s["work"], f"{where}.work"),
-        distribution=_text(s.get("distribution", "det"), f"{where}.distribution"),
-        scv=_opt(s.get("scv"), _number, f"{where}.scv"),
-        job_memory=_number(s.get("job_memory", 0.0), f"{where}.job_memory"),
-        exit_prob=_number(s.get("exit_prob", 0.0), f"{where}.exit_prob"),
-        exit_accuracy=_opt(s.get("exit_accuracy"), _number, f"{where}.exit_accuracy"),
-        fragment=_opt(s.get("fragment"), _text, f"{where}.fragment"),
+        device=text(s["device"], f"{where}.device"),
+        work=number(s["work"], f"{where}.work"),
+        distribution=text(s.get("distribution", "det"), f"{where}.distribution"),
+        scv=optional(s.get("scv"), number, f"{where}.scv"),
+        job_memory=number(s.get("job_memory", 0.0), f"{where}.job_memory"),
+        exit_prob=number(s.get("exit_prob", 0.0), f"{where}.exit_prob"),
+        exit_accuracy=optional(s.get("exit_accuracy"), number, f"{where}.exit_accuracy"),
+        fragment=optional(s.get("fragment"), text, f"{where}.fragment"),
     )
 
 
 def _parse_chains(c: Any, where: str, index: int) -> list[ServiceChain]:
-    c = _mapping(
-        c, where, ["name", "arrival_rate", "stages", "routes", "service"], ["arrival_rate"]
-    )
-    name = _text(c.get("name", f"c{index}"), f"{where}.name")
-    rate = _number(c["arrival_rate"], f"{where}.arrival_rate")
+    c = mapping(c, where, ["name", "arrival_rate", "stages", "routes", "service"], ["arrival_rate"])
+    name = text(c.get("name", f"c{index}"), f"{where}.name")
+    rate = number(c["arrival_rate"], f"{where}.arrival_rate")
     if ("stages" in c) == ("routes" in c):
         raise ScenarioError(where, sorted(c), "give exactly one of 'stages' or 'routes'")
     if "stages" in c:
         stages = [
             _parse_stage(s, f"{where}.stages[{k}]")
-            for k, s in enumerate(_list(c["stages"], f"{where}.stages"))
+            for k, s in enumerate(sequence(c["stages"], f"{where}.stages"))
         ]
-        service = _opt(c.get("service"), _text, f"{where}.service")
+        service = optional(c.get("service"), text, f"{where}.service")
         return [ServiceChain(name, rate, tuple(stages), service)]
-    routes = _list(c["routes"], f"{where}.routes")
+    routes = sequence(c["routes"], f"{where}.routes")
     if not routes:
         raise ScenarioError(f"{where}.routes", routes, "a service needs at least one route")
     out, total = [], 0.0
     for r, route in enumerate(routes):
         rw = f"{where}.routes[{r}]"
-        route = _mapping(route, rw, ["prob", "stages"], ["prob", "stages"])
-        p = _number(route["prob"], f"{rw}.prob")
+        route = mapping(route, rw, ["prob", "stages"], ["prob", "stages"])
+        p = number(route["prob"], f"{rw}.prob")
         if not 0.0 < p <= 1.0:
             raise ScenarioError(f"{rw}.prob", p, "allowed range is (0, 1]")
         total += p
         stages = [
             _parse_stage(s, f"{rw}.stages[{k}]")
-            for k, s in enumerate(_list(route["stages"], f"{rw}.stages"))
+            for k, s in enumerate(sequence(route["stages"], f"{rw}.stages"))
         ]
         out.append(ServiceChain(f"{name}/r{r}", p * rate, tuple(stages), name))
     if abs(total - 1.0) > 1e-9:
@@ -361,61 +282,36 @@ def _parse_chains(c: Any, where: str, index: int) -> list[ServiceChain]:
 
 def _parse_region(r: Any, where: str, index: int) -> Region:
     keys = [f.name for f in fields(Region)]
-    r = _mapping(r, where, keys, ["devices"])
+    r = mapping(r, where, keys, ["devices"])
     return Region(
-        name=_text(r.get("name", f"region{index}"), f"{where}.name"),
+        name=text(r.get("name", f"region{index}"), f"{where}.name"),
         devices=tuple(
-            _text(d, f"{where}.devices[{k}]")
-            for k, d in enumerate(_list(r["devices"], f"{where}.devices"))
+            text(d, f"{where}.devices[{k}]")
+            for k, d in enumerate(sequence(r["devices"], f"{where}.devices"))
         ),
-        capacity=_opt(r.get("capacity"), _integer, f"{where}.capacity"),
-        memory=_opt(r.get("memory"), _number, f"{where}.memory"),
+        capacity=optional(r.get("capacity"), integer, f"{where}.capacity"),
+        memory=optional(r.get("memory"), number, f"{where}.memory"),
     )
 
 
 def _parse_scenario(data: Any, where: str) -> Scenario:
-    d = _mapping(data, where, ["name", "devices", "chains", "regions"], ["devices", "chains"])
+    d = mapping(data, where, ["name", "devices", "chains", "regions"], ["devices", "chains"])
     devices = [
         _parse_device(x, f"{where}.devices[{i}]", i)
-        for i, x in enumerate(_list(d["devices"], f"{where}.devices"))
+        for i, x in enumerate(sequence(d["devices"], f"{where}.devices"))
     ]
     chains = []
-    for i, x in enumerate(_list(d["chains"], f"{where}.chains")):
+    for i, x in enumerate(sequence(d["chains"], f"{where}.chains")):
         chains.extend(_parse_chains(x, f"{where}.chains[{i}]", i))
     regions = [
         _parse_region(x, f"{where}.regions[{i}]", i)
-        for i, x in enumerate(_list(d.get("regions") or [], f"{where}.regions"))
+        for i, x in enumerate(sequence(d.get("regions") or [], f"{where}.regions"))
     ]
-    name = _text(d.get("name", ""), f"{where}.name")
+    name = text(d.get("name", ""), f"{where}.name")
     try:
         return Scenario(tuple(devices), tuple(chains), tuple(regions), name)
     except ScenarioError as exc:
         raise ScenarioError(f"{where}.{exc.where}", exc.value, exc.allowed) from None
-
-
-# ---- ranges: one place for every rule ---------------------------------------------------------
-
-
-def _finite(v: float, where: str) -> None:
-    if not math.isfinite(v):
-        raise ScenarioError(where, v, "must be a finite number")
-
-
-def _positive(v: float, where: str) -> None:
-    _finite(v, where)
-    if v <= 0:
-        raise ScenarioError(where, v, "must be > 0")
-
-
-def _probability(v: float, where: str) -> None:
-    _finite(v, where)
-    if not 0.0 <= v <= 1.0:
-        raise ScenarioError(where, v, "allowed range is [0, 1]")
-
-
-def _capacity(v: Any, where: str) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ScenarioError(where, v, "must be an integer >= 1")
 
 
 def _validate(sc: Scenario) -> None:
@@ -429,10 +325,10 @@ def _validate(sc: Scenario) -> None:
         if dev.name in names:
             raise ScenarioError(f"{w}.name", dev.name, "device names must be unique")
         names.add(dev.name)
-        _capacity(dev.capacity, f"{w}.capacity")
-        _positive(dev.speed, f"{w}.speed")
+        capacity(dev.capacity, f"{w}.capacity")
+        positive(dev.speed, f"{w}.speed")
         if dev.memory is not None:
-            _positive(dev.memory, f"{w}.memory")
+            positive(dev.memory, f"{w}.memory")
         if dev.discipline not in DISCIPLINES:
             raise ScenarioError(f"{w}.discipline", dev.discipline, f"one of {DISCIPLINES}")
     chain_names: set[str] = set()
@@ -441,7 +337,7 @@ def _validate(sc: Scenario) -> None:
         if ch.name in chain_names:
             raise ScenarioError(f"{w}.name", ch.name, "chain names must be unique")
         chain_names.add(ch.name)
-        _positive(ch.arrival_rate, f"{w}.arrival_rate")
+        positive(ch.arrival_rate, f"{w}.arrival_rate")
         if not ch.stages:
             raise ScenarioError(f"{w}.stages", [], "a chain needs at least one stage")
         for k, st in enumerate(ch.stages):
@@ -450,7 +346,7 @@ def _validate(sc: Scenario) -> None:
                 raise ScenarioError(
                     f"{sw}.device", st.device, f"no such device; known: {sorted(names)}"
                 )
-            _positive(st.work, f"{sw}.work")
+            positive(st.work, f"{sw}.work")
             if st.distribution not in DISTRIBUTIONS:
                 raise ScenarioError(
                     f"{sw}.distribution", st.distribution, f"one of {DISTRIBUTIONS}"
@@ -458,13 +354,13 @@ def _validate(sc: Scenario) -> None:
             if st.distribution == "general":
                 if st.scv is None:
                     raise ScenarioError(f"{sw}.scv", None, "'general' service needs scv > 0")
-                _positive(st.scv, f"{sw}.scv")
+                positive(st.scv, f"{sw}.scv")
             elif st.scv is not None:
                 raise ScenarioError(f"{sw}.scv", st.scv, "scv is only set for 'general' service")
-            _finite(st.job_memory, f"{sw}.job_memory")
+            finite(st.job_memory, f"{sw}.job_memory")
             if st.job_memory < 0:
                 raise ScenarioError(f"{sw}.job_memory", st.job_memory, "must be >= 0")
-            _probability(st.exit_prob, f"{sw}.exit_prob")
+            probability(st.exit_prob, f"{sw}.exit_prob")
             if k == len(ch.stages) - 1 and st.exit_prob != 0.0:
                 raise ScenarioError(
                     f"{sw}.exit_prob",
@@ -472,7 +368,7 @@ def _validate(sc: Scenario) -> None:
                     "must be 0 on the last stage (all its jobs exit)",
                 )
             if st.exit_accuracy is not None:
-                _probability(st.exit_accuracy, f"{sw}.exit_accuracy")
+                probability(st.exit_accuracy, f"{sw}.exit_accuracy")
     region_names: set[str] = set()
     for i, reg in enumerate(sc.regions):
         w = f"regions[{i}]"
@@ -491,6 +387,6 @@ def _validate(sc: Scenario) -> None:
         if reg.capacity is None and reg.memory is None:
             raise ScenarioError(w, reg.name, "a region needs a capacity, a memory limit, or both")
         if reg.capacity is not None:
-            _capacity(reg.capacity, f"{w}.capacity")
+            capacity(reg.capacity, f"{w}.capacity")
         if reg.memory is not None:
-            _positive(reg.memory, f"{w}.memory")
+            positive(reg.memory, f"{w}.memory")

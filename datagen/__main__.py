@@ -8,7 +8,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from chainnet.cli import CONF, settings_from, user_errors
+from chainnet.cli.common import CONF, user_errors
+from chainnet.configs import settings_from
 from datagen.generate import Interrupted, generate
 
 

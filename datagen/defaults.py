@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from chainnet.cli import CONF, settings_from
+from chainnet.configs import CONF, settings_from
 from chainnet.sim import SimulatorSettings
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -24,13 +23,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from chainnet.dataset.store import (
+    DatasetError,
+    DatasetStore,
+    code_version,
+    positive_int,
+    read_table,
+)
+from chainnet.dataset.tables import TABLES, simulated_rows
 from chainnet.scenario import Scenario
 from chainnet.sim import ENGINES, SimulatorSettings, simulate
+from datagen.executors import EXECUTORS, resolve_workers, run_dask, run_local
 from datagen.presets import make_sampler
-from datagen.store import DatasetError, DatasetStore, code_version, positive_int, read_table
-from datagen.tables import TABLES, simulated_rows
-
-EXECUTORS = ("local", "dask")
 
 
 @dataclass(frozen=True)
@@ -64,63 +68,6 @@ def make_sample(recipe: Recipe, task: tuple[int, str | None]) -> tuple[int, dict
         sc = Scenario.from_json(scenario_json, where=f"sample {i}")
     res = simulate(sc, simulation_ss, recipe.settings, engine=recipe.engine)
     return i, simulated_rows(i, sc, res)
-
-
-# ---- executors: each yields results in completion order ---------------------------------------
-
-
-def _worker_signals() -> None:
-    # Workers leave Ctrl-C to the parent, which stops them; a shard is only written by the parent.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The parent's SIGTERM handler (inherited by fork) is for the parent: the pool ends its
-    # workers with SIGTERM, which must just end them.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def run_local(fn: Callable, tasks: list, workers: int) -> Iterator:
-    if workers == 1 or len(tasks) <= 1:
-        yield from map(fn, tasks)
-        return
-    import multiprocessing as mp
-
-    with mp.get_context().Pool(workers, initializer=_worker_signals) as pool:
-        yield from pool.imap_unordered(fn, tasks, chunksize=1)
-
-
-def run_dask(fn: Callable, tasks: list, workers: int, address: str | None) -> Iterator:
-    try:
-        from dask.distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise DatasetError(
-            "executor=dask needs the optional extra: pip install 'chainnet[dask]'"
-        ) from None
-    cluster = None
-    if address:
-        client = Client(address)
-    else:
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        client = Client(cluster)
-    try:
-        futures = client.map(fn, tasks, pure=False)
-        for fut in as_completed(futures):
-            yield fut.result()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-# ---- the run ------------------------------------------------------------------------------------
-
-
-def resolve_workers(workers: Any) -> int:
-    if workers == "auto":
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise DatasetError(f"workers: got {workers!r}; expected 'auto' or an integer >= 1")
-    return workers
 
 
 def _source_scenarios(source: str | Path, n: int | None) -> tuple[list[str], dict]:
@@ -188,15 +135,23 @@ def generate(
                 json.dumps(checksums, sort_keys=True).encode()
             ).hexdigest(),
         }
+    # n is not part of the identity: sample i depends only on (seed, i), so a larger n extends
+    # the same dataset.
     identity = {
         **origin,
-        "n": n,
         "seed": seed,
         "shard_size": shard_size,
         "simulator": asdict(settings),
     }
     code = code_version()
     store = DatasetStore(out, identity, shard_size, code)
+    recorded = store.manifest.get("n")
+    if recorded is not None and n < recorded:
+        store.close()
+        raise DatasetError(
+            f"n: got {n}; {out} holds a dataset of this config with n={recorded}. Give "
+            f"n={recorded} (or more, to extend it), or another out= folder."
+        )
     recipe = Recipe(seed, preset_json, settings, engine)
     try:
         return _run(store, recipe, sources, workers, executor, dask_address, progress)
@@ -215,12 +170,19 @@ def _run(
 ) -> dict[str, Any]:
     """Make every sample the store does not hold yet, shard by shard; returns the summary."""
     n, shard_size, out = len(sources), store.shard_size, store.root
-    store.save(n=n, last_run_with=store.code)
+    extended_from = store.manifest.get("n")
+    n_shards = math.ceil(n / shard_size)
+    ranges = {k: range(k * shard_size, min((k + 1) * shard_size, n)) for k in range(n_shards)}
+    held = store.held_ranges()
+    # a shard is made unless it is held whole; a short last shard of a smaller n is made again
+    # (it stays recorded, and readable, until its longer version replaces it)
+    todo = [k for k in range(n_shards) if held.get(k) != ranges[k]]
+    ranges = {k: ranges[k] for k in todo}
+    store.save(n=n, last_run_with=store.code, **({"complete": False} if todo else {}))
     if store.repaired:
         print(f"{out}: shards {', '.join(store.repaired)} were damaged and will be made again")
-    n_shards = math.ceil(n / shard_size)
-    todo = [k for k in range(n_shards) if k not in store.done()]
-    ranges = {k: range(k * shard_size, min((k + 1) * shard_size, n)) for k in todo}
+    if extended_from is not None and n > extended_from:
+        print(f"{out}: extending the dataset from {extended_from} to {n} samples")
     tasks = [(i, sources[i]) for k in todo for i in ranges[k]]
     done_before = n - len(tasks)
     fn = partial(make_sample, recipe)

@@ -15,10 +15,10 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from chainnet.chainnet_raw import read_chainnet_split
-from chainnet.cli import CONF, user_errors
-from datagen.store import DatasetStore, code_version, positive_int
-from datagen.tables import TABLES, scenario_rows
+from chainnet.cli.common import CONF, user_errors
+from chainnet.dataset.published import read_chainnet_split
+from chainnet.dataset.store import DatasetStore, code_version, positive_int
+from chainnet.dataset.tables import TABLES, scenario_rows
 
 SEMANTICS = {
     "source": "ChainNet DSN'24 (Niu, Roveri, Casale), BSD-3-Clause",

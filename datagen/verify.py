@@ -7,8 +7,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from chainnet.cli import CONF, user_errors
-from datagen.store import verify
+from chainnet.cli.common import CONF, user_errors
+from chainnet.dataset.store import verify
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="datagen_verify")

@@ -20,11 +20,11 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from chainnet.cli import CONF
-from chainnet.data import QoSDataset
-from chainnet.evaluate import evaluate, predict_analytic, predict_graphs
-from chainnet.lit import QoSModule
-from chainnet.training import train
+from chainnet.cli.common import CONF
+from chainnet.cli.train import train
+from chainnet.learn.data import QoSDataset
+from chainnet.learn.evaluation import evaluate, predict_analytic, predict_graphs
+from chainnet.learn.module import QoSModule
 from datagen.defaults import cli_defaults, preset
 from datagen.generate import generate
 from datagen.import_chainnet import import_split
@@ -71,7 +71,7 @@ def train_model(model: str, paths: dict, args, out: Path) -> tuple[Path, dict]:
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / model)
     t0 = time.perf_counter()
-    metrics, best = train(cfg)
+    metrics, best, _ = train(cfg)
     fit_s = time.perf_counter() - t0
     log = pd.read_csv(next((out / model / "csv").glob("version_*/metrics.csv")))
     epochs = int(log["epoch"].max()) + 1

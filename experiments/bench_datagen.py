@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from chainnet.dataset.store import read_table
 from datagen.defaults import cli_defaults, preset
 from datagen.generate import generate
-from datagen.store import read_table
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chainnet.metrics import mae, mape
+from chainnet.learn.metrics import mae, mape
+from chainnet.learn.surrogate import Surrogate
 from chainnet.sim import SimulatorSettings, simulate
-from chainnet.surrogate import Surrogate
 from datagen.defaults import preset
 from datagen.presets import make_sampler
 

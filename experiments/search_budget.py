@@ -21,17 +21,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from chainnet.evaluate import _pyplot
-from chainnet.problem import random_problem
-from chainnet.search import SimulatorScorer, SurrogateScorer, confirm, run_search
+from chainnet.learn.surrogate import Surrogate
+from chainnet.optim.generators import random_problem
+from chainnet.optim.scorers import SimulatorScorer, SurrogateScorer
+from chainnet.optim.search import confirm, run_search
+from chainnet.optim.space import SearchSpace
 from chainnet.sim import SimulatorSettings
-from chainnet.surrogate import Surrogate
 
 EVAL_SEED = 777_777  # the common judge: no search uses this seed
 
 
-def problems(n: int, small: int, seed: int):
+def problems(n: int, small: int, seed: int) -> list[SearchSpace]:
+    """The search spaces of `n` random problems, the first `small` small."""
     out = []
     for i, ss in enumerate(np.random.SeedSequence(seed).spawn(n)):
         rng = np.random.default_rng(ss)
@@ -40,7 +43,7 @@ def problems(n: int, small: int, seed: int):
             p = random_problem(rng, (3, 3), (2, 2), (2, 3), objective=objective, name=f"p{i}")
         else:
             p = random_problem(rng, (4, 6), (2, 3), (3, 4), objective=objective, name=f"p{i}")
-        out.append(p)
+        out.append(SearchSpace(p))
     return out
 
 
@@ -50,6 +53,10 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=10)
     ap.add_argument("--small", type=int, default=3, help="of which small enough for exhaustive")
     ap.add_argument("--budgets", type=float, nargs="+", default=[10.0, 60.0])
+    ap.add_argument(
+        "--budget-evals", type=int, default=None,
+        help="also stop each search after this many candidates scored (whichever first)",
+    )  # fmt: skip
     ap.add_argument("--strategy", default="anneal")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--seed", type=int, default=424_242, help="held out: no dataset uses it")
@@ -68,28 +75,31 @@ def main() -> None:
     settings = SimulatorSettings(max_arrivals=300_000)  # as datagen and chainnet.optimize
     rows = []
     for p in problems(args.problems, args.small, args.seed):
+        name = p.problem.name
         judge = SimulatorScorer(p, settings, seed=EVAL_SEED)
         optimum = np.nan
-        if p.space_size() <= 1000:
+        if p.size <= 1000:
             t0 = time.perf_counter()
             every = list(p.enumerate_feasible())
             optimum = min(s.objective for s in judge.score(every))
-            print(f"{p.name}: optimum {optimum:.4f} by simulating all {len(every)} candidates "
+            print(f"{name}: optimum {optimum:.4f} by simulating all {len(every)} candidates "
                   f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
         for budget in args.budgets:
             for scorer in (
                 SurrogateScorer(p, surrogate),
                 SimulatorScorer(p, settings, seed=1),
             ):
-                res = run_search(p, scorer, args.strategy, budget, seed=0)
+                res = run_search(
+                    p, scorer, args.strategy, budget, budget_evals=args.budget_evals, seed=0
+                )
                 table = confirm(p, res, scorer, args.top_k, settings, seed=2)
                 chosen = table.iloc[0]["candidate"]
                 value = judge.score([chosen])[0]
                 rows.append(
                     {
-                        "problem": p.name,
-                        "objective_kind": p.objective.kind,
-                        "space": p.space_size(),
+                        "problem": name,
+                        "objective_kind": p.problem.objective.kind,
+                        "space": p.size,
                         "budget_s": budget,
                         "scorer": scorer.name,
                         "scored": len(res.scored),
@@ -103,7 +113,7 @@ def main() -> None:
                 )
                 r = rows[-1]
                 print(
-                    f"{p.name} budget {budget:4.0f} s {scorer.name:9s}: scored {r['scored']:6d}, "
+                    f"{name} budget {budget:4.0f} s {scorer.name:9s}: scored {r['scored']:6d}, "
                     f"objective {r['objective']:.4f} (loss {r['loss']:.4f}), gap {r['gap']:.4f}"
                 )
         pd.DataFrame(rows).to_csv(out / "search_budget.csv", index=False)  # kept as it grows
@@ -139,9 +149,8 @@ def summarize(df: pd.DataFrame, out: Path, budgets) -> None:
     summary.to_csv(out / "summary.csv")
     print(wide.to_string(float_format=lambda x: f"{x:.4f}"))
     print(summary.to_string(float_format=lambda x: f"{x:.4f}"))
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), sharey=True)
-    axes = np.atleast_1d(axes)
+    fig = Figure(figsize=(5 * len(budgets), 4))
+    axes = np.atleast_1d(fig.subplots(1, len(budgets), sharey=True))
     for ax, budget in zip(axes, budgets):
         part = df[df["budget_s"] == budget].pivot_table(
             index="problem", columns="scorer", values="regret"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from chainnet.chainnet_raw import read_chainnet_split
+from chainnet.dataset.published import read_chainnet_split
+from chainnet.dataset.replicate import compare_with_labels
 from chainnet.sim import SimulatorSettings
-from chainnet.validation import compare_with_labels
 
 DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "shared/data/chainnet_dsn24/val"
 

@@ -4,11 +4,21 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
-from tests_helpers import ROOT
+from tests_helpers import PUBLISHED, ROOT
 
-from chainnet.cli import CONF
+from chainnet.cli.common import CONF
+from chainnet.cli.train import train
 from chainnet.sim import SimulatorSettings
 from datagen.generate import generate
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("published") and not (PUBLISHED / "raw").is_dir():
+        pytest.fail(
+            f"the published ChainNet data is missing at {PUBLISHED}: tests read it from "
+            "../shared/data/chainnet_dsn24 beside the repository (or CHAINNET_SHARED=<shared dir>)",
+            pytrace=False,
+        )
 
 
 def train_config(data, out, *overrides):
@@ -42,10 +52,14 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tiny, tmp_path_factory):
-    """The best checkpoint of a small ChainNet-GIN trained 2 epochs on `tiny`."""
-    from chainnet.training import train
-
+def tiny_run(tiny, tmp_path_factory):
+    """One small ChainNet-GIN trained 2 epochs on `tiny` and tested, shared by every test that only
+    needs a trained model, its checkpoints or its report: (Trained, its output folder)."""
     out = tmp_path_factory.mktemp("tiny_run")
-    _, best = train(train_config(tiny, out, "test=false", "model.net.rounds=1"))
-    return best
+    return train(train_config(tiny, out, "model.net.rounds=1")), out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_run):
+    """The best checkpoint of `tiny_run`."""
+    return tiny_run[0].best

@@ -1,18 +1,15 @@
 """The analytic baseline: exact where queueing theory is exact, a fixed point everywhere else."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from tests_helpers import PUBLISHED
 
-from chainnet import analytic
-from chainnet import queueing as q
-from chainnet.chainnet_raw import read_chainnet_split
-from chainnet.metrics import LOAD_BANDS, load_band, mae, mape, qos_metrics
+from chainnet.dataset.published import read_chainnet_split
+from chainnet.learn.metrics import LOAD_BANDS, load_band, mae, mape, qos_metrics
+from chainnet.queueing import analytic
+from chainnet.queueing import exact as q
 from chainnet.scenario import Device, Scenario, ServiceChain, Stage
-
-SPLIT = Path(__file__).resolve().parents[2] / "shared/data/chainnet_dsn24/val"
 
 
 def single(K, dist="exp", discipline="fcfs", rate=0.9, work=1.0):
@@ -82,9 +79,9 @@ def test_metrics_and_load_bands():
     assert list(table.index) == ["all"] + [b for b, _, _ in LOAD_BANDS]
 
 
-@pytest.mark.skipif(not (SPLIT / "raw").is_dir(), reason="published ChainNet data not found")
+@pytest.mark.published
 def test_analytic_is_a_reasonable_baseline_on_the_published_set():
-    samples = read_chainnet_split(SPLIT, limit=300)
+    samples = read_chainnet_split(PUBLISHED, limit=300)
     pred = {"throughput_ratio": [], "response_ratio": []}
     for s in samples:
         r = analytic.solve(s.scenario)

@@ -5,23 +5,19 @@ test stays fast, and compare medians over 40 samples (the experiment script runs
 """
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from tests_helpers import PUBLISHED
 
-from chainnet.chainnet_raw import read_chainnet_split
+from chainnet.dataset.published import read_chainnet_split
+from chainnet.dataset.replicate import compare_with_labels
 from chainnet.sim import SimulatorSettings
-from chainnet.validation import compare_with_labels
 
-SPLIT = Path(__file__).resolve().parents[2] / "shared/data/chainnet_dsn24/val"
-
-pytestmark = pytest.mark.skipif(
-    not (SPLIT / "raw").is_dir(), reason=f"published ChainNet data not found at {SPLIT}"
-)
+pytestmark = pytest.mark.published
 
 
 def test_resimulated_samples_match_published_labels():
-    samples = read_chainnet_split(SPLIT, limit=40)
+    samples = read_chainnet_split(PUBLISHED, limit=40)
     df = compare_with_labels(samples, SimulatorSettings(max_arrivals=150_000), seed=0)
     assert len(df) == sum(len(s.scenario.chains) for s in samples)
     assert df["abs_err_throughput_ratio"].median() < 0.002
@@ -34,7 +30,7 @@ def test_resimulated_samples_match_published_labels():
 def test_the_comparison_would_catch_other_semantics():
     """Exponential instead of deterministic service must visibly miss the labels."""
     exp = []
-    for s in read_chainnet_split(SPLIT, limit=12):
+    for s in read_chainnet_split(PUBLISHED, limit=12):
         chains = [
             replace(c, stages=[replace(st, distribution="exp") for st in c.stages])
             for c in s.scenario.chains

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_helpers import PUBLISHED
 
-from chainnet.chainnet_raw import (
+from chainnet.dataset.published import (
     DERIVED_FILES,
     LABEL_FILES,
     ChainNetFormatError,
@@ -17,12 +18,9 @@ from chainnet.chainnet_raw import (
     read_chainnet_split,
 )
 
-# The published split lives beside the repository, never inside it: <repo>/../shared/data/...
-VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chainnet_dsn24" / "val"
+VAL = PUBLISHED
 N = 200
-needs_data = pytest.mark.skipif(
-    not (VAL / "raw").is_dir(), reason=f"ChainNet DSN'24 validation split not found at {VAL}/raw"
-)
+needs_data = pytest.mark.published
 
 
 @pytest.fixture(scope="module")

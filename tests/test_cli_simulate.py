@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
+from tests_helpers import run_command
 
-from chainnet.cli import CONF
-from chainnet.simulate import run
+from chainnet.cli.common import CONF
+from chainnet.cli.simulate import main, run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples/edge_small.yaml"
@@ -41,11 +42,13 @@ def _cli(*args):
     )
 
 
-def test_bad_input_is_one_clear_line_without_traceback(tmp_path):
+def test_bad_input_is_one_clear_line_without_traceback(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("devices: [{capacity: 2}]\nchains: [{arrival_rate: -1, stages: []}]\n")
+    proc = _cli(f"scenario_file={bad}")  # once as a user types it, in a process of its own
+    assert proc.returncode == 2, proc.stderr
+    assert "chains[0].arrival_rate: got -1" in proc.stderr and "Traceback" not in proc.stderr
     for args, expected in [
-        ([f"scenario_file={bad}"], "chains[0].arrival_rate: got -1"),
         (["scenario_file=missing.yaml"], "no such file"),
         ([], "Missing mandatory value: scenario_file"),
         ([f"scenario_file={EXAMPLE}", "simulator.precision=0"], "simulator.precision"),
@@ -53,7 +56,7 @@ def test_bad_input_is_one_clear_line_without_traceback(tmp_path):
         ([f"scenario_file={EXAMPLE}", "seed=abc"], "seed: got 'abc'"),
         ([f"scenario_file={EXAMPLE}", "+simulator.foo=1"], "simulator.foo: unknown setting"),
     ]:
-        proc = _cli(*args)
-        assert proc.returncode == 2, proc.stderr
-        assert expected in proc.stderr
-        assert "Traceback" not in proc.stderr
+        args = [*args, f"hydra.run.dir={tmp_path / 'run'}"]
+        code, _, err = run_command(main, *args, monkeypatch=monkeypatch, capsys=capsys)
+        assert code == 2, (args, err)
+        assert expected in err, (args, err)

@@ -10,12 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from tests_helpers import PUBLISHED
 
+from chainnet.dataset.store import DatasetError, read_table, verify
+from chainnet.dataset.tables import TABLES
 from chainnet.sim import SimulatorSettings
 from datagen.generate import generate
 from datagen.presets import PresetError
-from datagen.store import DatasetError, read_table, verify
-from datagen.tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = yaml.safe_load((ROOT / "conf/scenario/dsn24.yaml").read_text())
@@ -201,13 +202,26 @@ def test_bad_config_stops_before_any_work(tmp_path, change, error, message):
 
 def test_folder_of_another_config_is_refused(tmp_path):
     make(tmp_path / "ds")
-    with pytest.raises(DatasetError, match=r"another config \(n: 12 in the folder, 16 now"):
-        make(tmp_path / "ds", n=16)
+    with pytest.raises(DatasetError, match=r"another config \(seed: 7 in the folder, 8 now"):
+        generate(n=12, seed=8, out=tmp_path / "ds", preset=PRESET, settings=FAST, shard_size=4,
+                 workers=1)  # fmt: skip
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(DatasetError, match="not empty and holds no manifest"):
         make(other)
+
+
+def test_a_larger_n_extends_the_dataset_a_smaller_one_is_refused(tmp_path):
+    make(tmp_path / "ds", n=10)  # shards of 4: the last one holds 2 samples
+    summary = make(tmp_path / "ds", n=14)
+    assert summary["simulated_now"] == 6  # the short shard made whole, and one more
+    make(tmp_path / "fresh", n=14)
+    assert digests(tmp_path / "ds") == digests(tmp_path / "fresh")  # byte for byte
+    assert verify(tmp_path / "ds") == []
+    with pytest.raises(DatasetError, match=r"n: got 8; .* with n=14\. Give n=14"):
+        make(tmp_path / "ds", n=8)
+    assert digests(tmp_path / "ds") == digests(tmp_path / "fresh")  # untouched
 
 
 def test_command_line_errors_are_clean(tmp_path):
@@ -242,10 +256,10 @@ def test_from_dataset_resimulates_keeping_sample_ids(tmp_path):
     assert not a["response_time"].equals(b["response_time"])
 
 
-SPLIT = ROOT.parent / "shared/data/chainnet_dsn24/val"
+SPLIT = PUBLISHED
 
 
-@pytest.mark.skipif(not (SPLIT / "raw").is_dir(), reason="published ChainNet data not found")
+@pytest.mark.published
 def test_import_chainnet_then_resimulate(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "datagen.import_chainnet", f"src={SPLIT}",
@@ -303,7 +317,7 @@ def test_damaged_recorded_shards_are_made_again(tmp_path):
 
 
 def test_two_runs_never_write_one_folder(tmp_path):
-    from datagen.store import DatasetStore
+    from chainnet.dataset.store import DatasetStore
 
     first = DatasetStore(tmp_path / "ds", {"n": 1}, 4)
     try:
@@ -361,7 +375,7 @@ def test_a_parallel_run_ends_quietly(tmp_path):
 def test_scripts_use_the_command_line_defaults():
     from hydra import compose, initialize_config_dir
 
-    from chainnet.cli import CONF, settings_from
+    from chainnet.configs import CONF, settings_from
     from datagen.defaults import cli_defaults, preset
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):

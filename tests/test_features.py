@@ -10,19 +10,21 @@ from tests_helpers import KINDS, ROOT, random_scenario
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
-from chainnet.data import QoSDataset, split_of
-from chainnet.features import (
+from chainnet.learn.data import QoSDataset, split_of
+from chainnet.learn.features import (
     DEVICE_STATIC,
     FRAGMENT_STATIC,
     Normalizer,
     attach_targets,
+    graph_batch,
+    scenario_graph,
+)
+from chainnet.learn.prior import (
     chain_of_fragments,
     chain_outputs,
-    graph_batch,
     load_features,
     mm1k,
     reach_probabilities,
-    scenario_graph,
 )
 from chainnet.scenario import Device, Scenario, ServiceChain, Stage
 from chainnet.sim import SimulatorSettings
@@ -45,7 +47,11 @@ def test_graph_structure_and_features():
     g = scenario_graph(example())
     assert g["chain"].num_nodes == 2 and g["fragment"].num_nodes == 3 and g["device"].num_nodes == 2
     assert g["fragment", "placed_on", "device"].edge_index.tolist() == [[0, 1, 2], [0, 1, 1]]
-    assert g["fragment", "next", "fragment"].edge_index.tolist() == [[0], [1]]
+    # only the relations the models read: no fragment-next or device-hosts edges to keep in sync
+    assert sorted(g.edge_types) == [
+        ("chain", "contains", "fragment"),
+        ("fragment", "placed_on", "device"),
+    ]
     assert g["chain", "contains", "fragment"].edge_index.tolist() == [[0, 0, 1], [0, 1, 2]]
     assert g["fragment"].hop.tolist() == [0, 1, 0]
     x = dict(zip(FRAGMENT_STATIC, g["fragment"].x[1].tolist()))
@@ -146,7 +152,7 @@ def test_graph_batch_equals_collated_graphs():
 @pytest.mark.parametrize("rho", [1e-6, 0.3, 0.9, 1.0, 1.0 + 1e-8, 1.7, 40.0])
 @pytest.mark.parametrize("k", [1, 4, 25, 400])
 def test_mm1k_matches_the_exact_queue(rho, k):
-    from chainnet.queueing import mm1k as exact
+    from chainnet.queueing.exact import mm1k as exact
 
     blocking, number = mm1k(torch.tensor([rho], dtype=torch.float64), torch.tensor([float(k)]))
     ref = exact(rho, 1.0, k)
@@ -156,7 +162,7 @@ def test_mm1k_matches_the_exact_queue(rho, k):
 
 def test_queueing_prior_is_exact_for_one_exponential_station():
     """One M/M/1/K station: the prior's throughput and response ratios are the exact ones."""
-    from chainnet.queueing import mm1k as exact
+    from chainnet.queueing.exact import mm1k as exact
 
     sc = Scenario(
         [Device("a", capacity=5, speed=1.0)],
@@ -186,7 +192,7 @@ def test_response_ratio_can_exceed_one_with_early_exits():
 
 def test_queueing_prior_holds_as_many_jobs_as_memory_allows():
     """Capacity 10 but memory for 4 jobs of 25: the prior is the M/M/1/4 queue."""
-    from chainnet.queueing import mm1k as exact
+    from chainnet.queueing.exact import mm1k as exact
 
     sc = Scenario(
         [Device("a", capacity=10, speed=1.0, memory=100.0)],

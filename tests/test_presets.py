@@ -6,14 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tests_helpers import PUBLISHED
 
-from chainnet.chainnet_raw import read_chainnet_split
+from chainnet.dataset.published import read_chainnet_split
 from chainnet.sim import SimulatorSettings, simulate
 from datagen.generate import sample_seeds
 from datagen.presets import make_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
-SPLIT = ROOT.parent / "shared/data/chainnet_dsn24/val"
+SPLIT = PUBLISHED
 
 
 def preset(name):
@@ -47,7 +48,7 @@ def marginals(scenarios) -> dict:
     }
 
 
-needs_data = pytest.mark.skipif(not (SPLIT / "raw").is_dir(), reason="published data not found")
+needs_data = pytest.mark.published
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from chainnet.queueing import (
+from chainnet.queueing.exact import (
     QueueMetrics,
     jackson_chain_response_times,
     macgregor_smith_loss,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from chainnet import queueing as q
+from chainnet.queueing import exact as q
 from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
 from chainnet.sim import LimitViolation, SimPyEngine, SimulatorSettings, simulate
 

@@ -5,20 +5,23 @@ import pytest
 import torch
 from conftest import train_config as config
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from tests_helpers import ROOT
+from torch_geometric.loader import DataLoader
 
-from chainnet.cli import CONF
-from chainnet.evaluation import run_eval
-from chainnet.lit import QoSModule
-from chainnet.training import train
+from chainnet.cli.common import CONF
+from chainnet.cli.eval import run_eval
+from chainnet.cli.train import train
+from chainnet.learn.data import QoSDataset
+from chainnet.learn.module import QoSModule
+from chainnet.learn.surrogate import Surrogate
 
 
 @pytest.mark.parametrize("model", ["chainnet_gin", "chainnet_gat", "gin", "gat", "mlp"])
 def test_each_model_trains_on_a_tiny_dataset(tiny, tmp_path, model):
     overrides = [f"model={model}"] + (["model.net.rounds=1"] if model != "mlp" else [])
     cfg = config(tiny, tmp_path, *overrides)
-    metrics, best = train(cfg)
+    metrics, best, _ = train(cfg)
     assert "val/mape_throughput_ratio" in metrics and "test/mape_throughput_ratio" in metrics
     assert best and (tmp_path / "csv").is_dir()
     for name in ("pred_vs_sim.png", "learning_curves.png", "test_metrics_by_load.csv"):
@@ -29,7 +32,7 @@ def test_each_model_trains_on_a_tiny_dataset(tiny, tmp_path, model):
     # every model's checkpoint scores scenarios (the MLP without stage outputs too)
     from tests_helpers import random_scenario
 
-    from chainnet.surrogate import Surrogate
+    from chainnet.learn.surrogate import Surrogate
 
     df = Surrogate.load(best).predict([random_scenario("exits", 0), random_scenario("dsn24", 1)])
     assert df[["throughput", "response_time"]].notna().all().all()
@@ -44,8 +47,8 @@ def _eval_config(tiny, tmp_path, *overrides):
     return cfg
 
 
-def test_eval_scores_a_checkpoint_and_the_analytic_baseline(tiny, tmp_path):
-    _, best = train(config(tiny, tmp_path / "run", "test=false"))
+def test_eval_scores_a_checkpoint_and_the_analytic_baseline(tiny, tiny_checkpoint, tmp_path):
+    best = tiny_checkpoint
     ours = run_eval(_eval_config(tiny, tmp_path / "ckpt", f"ckpt_path={best}"))
     analytic = run_eval(_eval_config(tiny, tmp_path / "analytic", "analytic=true"))
     assert ours.loc["all", "chains"] == analytic.loc["all", "chains"] > 0
@@ -62,8 +65,8 @@ def test_a_chain_without_a_response_ratio_leaves_the_gradients_finite():
     NaN reaches the gradients (masking after the division would still let it through)."""
     from tests_helpers import random_scenario
 
-    from chainnet.features import attach_targets, scenario_graph
-    from chainnet.models.chainnet import ChainNet
+    from chainnet.learn.features import attach_targets, scenario_graph
+    from chainnet.learn.models.chainnet import ChainNet
 
     g = scenario_graph(random_scenario("dsn24", 1))
     n = g["chain"].num_nodes
@@ -71,7 +74,7 @@ def test_a_chain_without_a_response_ratio_leaves_the_gradients_finite():
     from torch_geometric.data import Batch
 
     batch = Batch.from_data_list([g])
-    net = {"_target_": "chainnet.models.chainnet.ChainNet", "hidden": 8, "rounds": 1}
+    net = {"_target_": "chainnet.learn.models.chainnet.ChainNet", "hidden": 8, "rounds": 1}
     module = QoSModule(net, optimizer={"_target_": "torch.optim.Adam", "_partial_": True})
     assert isinstance(module.net, ChainNet)
     module.net.normalizer.fit([g])
@@ -82,18 +85,30 @@ def test_a_chain_without_a_response_ratio_leaves_the_gradients_finite():
     assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
 
 
-def test_checkpoint_loads_alone_and_predicts_the_same(tiny, tmp_path):
-    _, best = train(config(tiny, tmp_path, "test=false"))
-    model = QoSModule.load_from_checkpoint(best, weights_only=True).eval()
-    assert bool(model.net.normalizer.fitted)
-    again = QoSModule.load_from_checkpoint(best, weights_only=True).eval()
-    from torch_geometric.loader import DataLoader
-
-    from chainnet.data import QoSDataset
-
+def test_checkpoint_loads_alone_and_predicts_the_same(tiny, tiny_run):
+    trained, out = tiny_run
     batch = next(iter(DataLoader(QoSDataset(tiny, "val"), batch_size=4)))
+    loaded = QoSModule.load_from_checkpoint(out / "checkpoints/last.ckpt", weights_only=True).eval()
+    assert bool(loaded.net.normalizer.fitted)
+    surrogate = Surrogate.load(out / "checkpoints/last.ckpt")
     with torch.no_grad():
-        assert torch.equal(model(batch)[0], again(batch)[0])
+        expected = trained.module.eval()(batch)[0]  # the model as training left it
+        assert torch.equal(loaded(batch)[0], expected)
+        assert torch.equal(surrogate.net(batch)[0], expected)
+
+
+def test_a_checkpoint_of_the_old_layout_loads(tiny, tiny_run, tmp_path):
+    """Checkpoints written before the package was split name chainnet.models.chainnet.ChainNet."""
+    trained, out = tiny_run
+    ckpt = torch.load(out / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["net"]["_target_"] = "chainnet.models.chainnet.ChainNet"
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    batch = next(iter(DataLoader(QoSDataset(tiny, "val"), batch_size=4)))
+    loaded = QoSModule.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True).eval()
+    with torch.no_grad():
+        expected = trained.module.eval()(batch)[0]
+        assert torch.equal(loaded(batch)[0], expected)
+        assert torch.equal(Surrogate.load(tmp_path / "old.ckpt").net(batch)[0], expected)
 
 
 @pytest.mark.parametrize("logger", ["wandb", "tensorboard"])
@@ -112,14 +127,15 @@ def test_other_loggers_run_offline_beside_csv(tiny, tmp_path, logger, monkeypatc
         assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
 
 
-def test_training_resumes_from_a_checkpoint(tiny, tmp_path):
-    _, _ = train(config(tiny, tmp_path / "a", "test=false", "trainer.max_epochs=1"))
-    last = tmp_path / "a/checkpoints/last.ckpt"
-    assert last.is_file()
-    cfg = config(tiny, tmp_path / "b", "test=false", "trainer.max_epochs=2", f"ckpt_path={last}")
+def test_training_resumes_from_a_checkpoint(tiny, tiny_run, tmp_path):
+    last = tiny_run[1] / "checkpoints/last.ckpt"  # after 2 epochs (0 and 1)
+    cfg = config(
+        tiny, tmp_path, "test=false", "trainer.max_epochs=3", "model.net.rounds=1",
+        f"ckpt_path={last}",
+    )  # fmt: skip
     train(cfg)
-    log = pd.read_csv(next((tmp_path / "b/csv").glob("version_*/metrics.csv")))
-    assert set(log["epoch"].dropna().astype(int)) == {1}  # only the epoch after the checkpoint
+    log = pd.read_csv(next((tmp_path / "csv").glob("version_*/metrics.csv")))
+    assert set(log["epoch"].dropna().astype(int)) == {2}  # only the epoch after the checkpoint
 
 
 def _train_cli(tiny, tmp_path, *args):
@@ -153,8 +169,68 @@ def test_optuna_sweep_runs(tiny, tmp_path):
     assert results and "best_value" in results[0].read_text()
 
 
-def test_eval_of_the_best_checkpoint_reproduces_the_training_report(tiny, tmp_path):
-    _, best = train(config(tiny, tmp_path / "run"))
-    reported = pd.read_csv(tmp_path / "run/test_metrics_by_load.csv", index_col="band")
+def test_eval_of_the_best_checkpoint_reproduces_the_training_report(tiny, tiny_run, tmp_path):
+    (_, best, _), out = tiny_run
+    reported = pd.read_csv(out / "test_metrics_by_load.csv", index_col="band")
     again = run_eval(_eval_config(tiny, tmp_path / "eval", f"ckpt_path={best}"))
     pd.testing.assert_frame_equal(reported, again, check_dtype=False, atol=1e-6)
+
+
+def test_the_mission_commands_chain_as_a_user_types_them(tmp_path):
+    """`python -m datagen n=...` then `python train.py model=chainnet_gin`, in a fresh folder, no
+    paths given: the second trains on what the first wrote (data/dsn24). Only sizes are set."""
+    import subprocess
+    import sys
+
+    quick = ["simulator.precision=0.1", "simulator.max_arrivals=20000", "workers=1"]
+    gen = [sys.executable, "-m", "datagen", "n=30", "shard_size=10", "progress=false", *quick]
+    proc = subprocess.run(gen, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "data/dsn24/manifest.json").is_file()
+    fit = [
+        sys.executable, str(ROOT / "train.py"), "model=chainnet_gin", "trainer.max_epochs=1",
+        "model.net.hidden=8", "data.batch_size=8", "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    proc = subprocess.run(fit, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(tmp_path.glob("logs/train/runs/*/checkpoints/last.ckpt"))
+    report = next(tmp_path.glob("logs/train/runs/*/test_metrics_by_load.csv"))
+    tested = pd.read_csv(report, index_col="band").loc["all", "chains"]
+    chains = pd.read_parquet(tmp_path / "data/dsn24/chains")
+    assert 0 < tested < len(chains)  # the test split of the 30 samples datagen wrote
+
+
+def test_configs_share_their_blocks_and_every_command_writes_under_the_log_dir(tmp_path):
+    commands = {
+        "train": [], "eval": [], "simulate": ["scenario_file=x.yaml"], "score": [],
+        "optimize": ["problem=x.yaml"], "datagen": [], "datagen_verify": ["out=x"],
+        "import_chainnet": ["src=x", "out=y"],
+    }  # fmt: skip
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        for name, overrides in commands.items():
+            cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+            run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
+            assert run_dir.startswith("${paths.log_dir}/"), (name, run_dir)
+        models = {
+            m: OmegaConf.to_container(compose(config_name="train", overrides=[f"model={m}"]).model)
+            for m in ("chainnet_gin", "chainnet_gat", "gin", "gat", "mlp")
+        }
+        exp = compose(config_name="train", overrides=["experiment=chainnet_dsn24"])
+        gen = compose(config_name="datagen", overrides=["n=50000"])
+        default_root = compose(config_name="train").data.root
+    # one optimizer, scheduler and loss block, shared through the defaults list
+    shared = {k: v for k, v in models["chainnet_gin"].items() if k != "net"}
+    assert shared["optimizer"]["lr"] == 0.001 and shared["floor"] == 0.1
+    for m, cfg in models.items():
+        assert {k: v for k, v in cfg.items() if k not in ("net", "pass_weight")} == {
+            k: v for k, v in shared.items() if k != "pass_weight"
+        }, m
+    assert models["mlp"]["pass_weight"] == 0.0
+    gin, chainnet_gin = models["gin"]["net"], models["chainnet_gin"]["net"]
+    assert {k for k in gin if gin[k] != chainnet_gin[k]} == {"chain_gru"}
+    assert models["chainnet_gat"]["net"]["device_agg"] == "gat"
+    # an experiment composes over the groups
+    assert exp.model.net.device_agg == "gin" and exp.model.net.chain_gru
+    assert exp.trainer.max_epochs == 30 and exp.model.optimizer.lr == 0.001
+    # datagen writes where train.py reads by default
+    assert gen.out == exp.data.root == default_root

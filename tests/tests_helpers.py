@@ -1,5 +1,6 @@
 """What several test modules share: paths, and random scenarios of every kind."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,10 @@ import numpy as np
 from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("CHAINNET_SHARED", ROOT.parent / "shared"))
+# The published ChainNet validation split (third-party data, never copied into the repository).
+# Tests marked `published` fail, loudly, when it is missing (conftest.py): never a silent skip.
+PUBLISHED = SHARED / "data" / "chainnet_dsn24" / "val"
 
 
 KINDS = ["dsn24", "exp_fcfs", "general_ps", "mixed_memory_regions", "exits"]
@@ -57,3 +61,21 @@ def random_scenario(kind: str, seed: int) -> Scenario:
         members = [f"d{i}" for i in rng.choice(n_dev, 2, replace=False)]
         regions.append(Region("r", tuple(members), capacity=int(rng.integers(2, 6)), memory=5.0))
     return Scenario(devices, chains, regions)
+
+
+def run_command(main, *args, monkeypatch, capsys) -> tuple[int, str, str]:
+    """A Hydra command's `main` run in this process as a user runs it, with `args` on its command
+    line: (exit code, stdout, stderr). The same code path as the command, without starting a new
+    interpreter (and importing torch) for every case."""
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [main.__module__, *args])
+    capsys.readouterr()
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    return code, out, err

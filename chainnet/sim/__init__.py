@@ -4,6 +4,11 @@ Two engines give the same answer on the same seed, job for job and label for lab
 (SimPy's scheduler with callbacks, the reference) and `fast` (the same logic compiled with numba,
 tens of times faster; the default). `debug=True` runs the SimPy engine, which then asserts every
 region's limits after each admission.
+
+Modules: `layout` (a scenario as flat arrays, built once per run, read by both engines), `rules`
+(each rule the engines share, written once), `engine` (SimPy), `kernel` and `fast` (numba),
+`streams` (the random streams), `base` (the steady-state run loop), `stats` (batch means),
+`result` (settings and labels), `oracle` (an independent engine, the tests' check).
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ the event of its service completion and a chain the event of its next arrival: t
 SimPy's event queue directly (the same tuple `Environment.schedule` pushes) and no object is
 allocated per event. Only a PS device, whose pending completion may be superseded, gets a fresh
 small event each time.
+
+The objects are built from the scenario's `Layout` (`chainnet.sim.layout`), and the run-time rules
+(memory fit, exit decision) are the functions of `chainnet.sim.rules` that the fast kernel compiles.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from heapq import heappop, heappush
 
@@ -23,10 +25,20 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL
 
-from chainnet.scenario import MEMORY_SLACK, Scenario
+from chainnet.scenario import Scenario
 from chainnet.sim.base import Engine
+from chainnet.sim.layout import build_layout
 from chainnet.sim.result import OUTCOME_COMPLETE, OUTCOME_DROP, OUTCOME_EXIT, SimulatorSettings
-from chainnet.sim.stats import chain_width
+from chainnet.sim.rules import memory_fits, moves_on
+from chainnet.sim.stats import (
+    ACCURACY_SUM,
+    ARRIVED,
+    COMPLETED,
+    DROPPED,
+    FIXED,
+    RESPONSE_SUM,
+    chain_width,
+)
 from chainnet.sim.streams import Streams
 
 
@@ -84,16 +96,7 @@ class _Tick:
 class _Chain:
     """A chain; also the SimPy event of its next arrival."""
 
-    __slots__ = (
-        "callbacks",
-        "index",
-        "iat",
-        "first",
-        "counts",
-        "n",
-        "lost_sojourn",
-        "lost_inside",
-    )
+    __slots__ = ("callbacks", "index", "iat", "first", "counts", "n", "lost_sojourn", "lost_inside")
     _ok = True
 
     def __init__(self, index, iat, n_stages):
@@ -114,6 +117,7 @@ class _Stage:
         "work",
         "req",
         "mem",
+        "exit_kind",
         "exit_p",
         "exit_u",
         "acc",
@@ -156,61 +160,47 @@ class SimPyEngine(Engine):
             self._enter = self._enter_checked
         self._seq = 0
         streams = Streams(scenario, seed)
-        inf = math.inf
+        self._build(scenario, streams)
+
+    def _build(self, scenario: Scenario, streams: Streams) -> None:
+        """Devices, regions, chains and stages as linked objects, from the scenario's layout."""
+        lay = build_layout(scenario)
+        cap, memlim = lay.dev_cap.tolist(), lay.dev_memlim.tolist()
+        speed, ps = lay.dev_speed.tolist(), lay.dev_ps.tolist()
         self.devices = [
-            _Device(
-                d.name,
-                d.capacity,
-                inf if d.memory is None else d.memory * (1 + MEMORY_SLACK),
-                d.speed,
-                d.discipline == "ps",
-            )
-            for d in scenario.devices
+            _Device(d.name, cap[i], memlim[i], speed[i], ps[i])
+            for i, d in enumerate(scenario.devices)
         ]
         self.regions = [
-            _Region(
-                r.name,
-                inf if r.capacity is None else r.capacity,
-                inf if r.memory is None else r.memory * (1 + MEMORY_SLACK),
-            )
-            for r in scenario.regions
+            _Region(r.name, c, m)
+            for r, c, m in zip(scenario.regions, lay.reg_cap.tolist(), lay.reg_memlim.tolist())
         ]
-        for reg, spec in zip(self.regions, scenario.regions):
-            for name in spec.devices:
-                dev = self.devices[scenario.device_id(name)]
-                dev.regions = dev.regions + (reg,)
-        self.chains = []
-        self.stages: list[_Stage] = []
-        for c, spec in enumerate(scenario.chains):
-            ch = _Chain(c, streams.arrivals[c], len(spec.stages))
-            prev = None
-            for k, st in enumerate(spec.stages):
-                s = _Stage()
-                s.chain, s.k = ch, k
-                s.dev = self.devices[scenario.device_id(st.device)]
-                s.work, s.req = st.work, streams.requirements[c][k]
-                s.mem = st.job_memory
-                s.exit_p, s.exit_u = st.exit_prob, streams.exits[c][k]
-                s.acc = 0.0 if st.exit_accuracy is None else st.exit_accuracy
-                # Only stages holding memory or in a multi-device region need that bookkeeping.
-                s.limited = bool(s.dev.regions) or (st.job_memory > 0 and s.dev.memlim < inf)
-                s.next = None
-                s.arrived = s.dropped = 0
-                if prev is None:
-                    ch.first = s
-                else:
-                    prev.next = s
-                prev = s
-                self.stages.append(s)
-            self.chains.append(ch)
-        self._stop = self.env.event()
+        ptr, idx = lay.reg_ptr.tolist(), lay.reg_idx.tolist()
+        for i, dev in enumerate(self.devices):
+            dev.regions = tuple(self.regions[r] for r in idx[ptr[i] : ptr[i + 1]])
+        self.chains = [
+            _Chain(c, streams.arrivals[c], k) for c, k in enumerate(lay.ch_stages.tolist())
+        ]
+        self.stages: list[_Stage] = [_Stage() for _ in lay.st_chain]
+        f = {name: a.tolist() for name, a in lay._asdict().items() if name.startswith("st_")}
+        for i, s in enumerate(self.stages):
+            c, k, nxt = f["st_chain"][i], f["st_k"][i], f["st_next"][i]
+            s.chain, s.k, s.dev = self.chains[c], k, self.devices[f["st_dev"][i]]
+            s.work, s.req, s.mem = f["st_work"][i], streams.requirements[c][k], f["st_mem"][i]
+            s.exit_kind, s.exit_p = f["st_exit_kind"][i], f["st_exit_p"][i]
+            s.exit_u = streams.exits[c][k]
+            s.acc, s.limited = f["st_acc"][i], f["st_limited"][i]
+            s.next = self.stages[nxt] if nxt >= 0 else None
+            s.arrived = s.dropped = 0
+        for ch, first in zip(self.chains, lay.ch_first.tolist()):
+            ch.first = self.stages[first]
 
     # ---- job life cycle ------------------------------------------------------------------------
     def _on_arrival(self, ch) -> None:
         now = self.env._now
         ch.callbacks = self._arrival_cb
         heappush(self._queue, (now + next(ch.iat), NORMAL, next(self._eid), ch))
-        ch.counts[0] += 1
+        ch.counts[ARRIVED] += 1
         self._enter(None, ch.first, now)
 
     def _enter(self, job, st, now) -> None:
@@ -247,9 +237,9 @@ class SimPyEngine(Engine):
 
     @staticmethod
     def _fits(dev, m) -> bool:
-        if dev.mem + m > dev.memlim:
+        if not memory_fits(dev.mem, m, dev.memlim):
             return False
-        return all(r.n < r.cap and r.mem + m <= r.memlim for r in dev.regions)
+        return all(r.n < r.cap and memory_fits(r.mem, m, r.memlim) for r in dev.regions)
 
     @staticmethod
     def _hold(dev, m, n) -> None:
@@ -268,12 +258,12 @@ class SimPyEngine(Engine):
         st.dropped += 1
         if job is None:
             ch = st.chain
-            ch.counts[2] += 1
+            ch.counts[DROPPED] += 1
             if self.trace is not None:
                 self.trace.append((ch.index, now, OUTCOME_DROP, 0, now))
             return
         ch = job.chain
-        ch.counts[2] += 1
+        ch.counts[DROPPED] += 1
         ch.n -= 1
         ch.lost_inside += 1
         ch.lost_sojourn += now - job.t0
@@ -304,15 +294,15 @@ class SimPyEngine(Engine):
             self._hold(dev, -st.mem, -1)
         nxt = st.next
         if nxt is not None:
-            p = st.exit_p
-            if p == 0.0 or (p < 1.0 and next(st.exit_u) >= p):
+            u = 0.0 if st.exit_u is None else next(st.exit_u)
+            if moves_on(st.exit_kind, u, st.exit_p):
                 return self._enter(job, nxt, now)
         ch = job.chain
         c = ch.counts
-        c[1] += 1
-        c[3] += now - job.t0
-        c[4] += st.acc
-        c[5 + st.k] += 1
+        c[COMPLETED] += 1
+        c[RESPONSE_SUM] += now - job.t0
+        c[ACCURACY_SUM] += st.acc
+        c[FIXED + st.k] += 1
         ch.n -= 1
         if self.trace is not None:
             outcome = OUTCOME_COMPLETE if nxt is None else OUTCOME_EXIT
@@ -351,7 +341,7 @@ class SimPyEngine(Engine):
     @property
     def events(self) -> int:
         """Chain arrivals plus service completions so far (the unit of the benchmarks)."""
-        arrivals = sum(ch.counts[0] for ch in self.chains)
+        arrivals = sum(ch.counts[ARRIVED] for ch in self.chains)
         admitted = sum(s.arrived - s.dropped for s in self.stages)
         return int(arrivals + admitted - sum(d.n for d in self.devices))
 
@@ -361,7 +351,7 @@ class SimPyEngine(Engine):
             if r.n > r.cap or r.mem > r.memlim:
                 raise LimitViolation(
                     f"region {r.name!r} holds {r.n} jobs and {r.mem} memory at t={self.env.now}, "
-                    f"over its limits {r.cap} jobs / {r.memlim} memory"
+                    f"over its limits {r.cap:g} jobs / {r.memlim} memory"
                 )
 
     # ---- running ---------------------------------------------------------------------------------

@@ -79,62 +79,57 @@ def _accuracy_defined(chain) -> bool:
     )
 
 
-def build_result(
+def _chain_row(
     scenario: Scenario,
+    c: int,
     warm: dict,
     end: dict,
     batches: BatchMeans,
-    *,
     in_system: list[int],
-    stop_reason: str,
-    events: int,
-    wall_time: float,
-    settings: SimulatorSettings,
-) -> SimulationResult:
-    span = end["time"] - warm["time"]
-    chains = []
-    for c, spec in enumerate(scenario.chains):
-        est = batches.chain_estimates(c)
-        counts1, lost1, lost_soj1 = end["chains"][c]
-        counts0, lost0, lost_soj0 = warm["chains"][c]
-        rt = est["response_time"]
-        service_sum = sum(scenario.mean_service_time(st) for st in spec.stages)
-        loss = est["loss_ratio"]
-        # Every job that left in the window: completed, exited, or dropped after its first stage.
-        departed = counts1[COMPLETED] - counts0[COMPLETED] + lost1 - lost0
-        sojourn = counts1[RESPONSE_SUM] - counts0[RESPONSE_SUM] + lost_soj1 - lost_soj0
-        row = {
-            "chain": spec.name,
-            "service": spec.service,
-            "arrival_rate": spec.arrival_rate,
-            "throughput": est["throughput"].mean,
-            "throughput_hw": est["throughput"].half_width,
-            "loss_ratio": loss.mean,
-            "loss_ratio_hw": loss.half_width,
-            "throughput_ratio": 1.0 - loss.mean,
-            "throughput_ratio_hw": loss.half_width,
-            "response_time": rt.mean,
-            "response_time_hw": rt.half_width,
-            "response_ratio": service_sum / rt.mean if rt.mean > 0 else math.nan,
-            "response_ratio_hw": service_sum * rt.half_width / rt.mean**2
-            if rt.mean > 0
-            else math.nan,
-            "accuracy": est["accuracy"].mean if _accuracy_defined(spec) else math.nan,
-            "accuracy_hw": est["accuracy"].half_width if _accuracy_defined(spec) else math.nan,
-            "exit_fraction": [est[f"exit_fraction_{k}"].mean for k in range(len(spec.stages))],
-            "exit_fraction_hw": [
-                est[f"exit_fraction_{k}"].half_width for k in range(len(spec.stages))
-            ],
-            # Whole run, warm-up included: arrived = completed + dropped + in_system exactly.
-            "arrived": int(counts1[ARRIVED]),
-            "completed": int(counts1[COMPLETED]),
-            "dropped": int(counts1[DROPPED]),
-            "in_system": int(in_system[c]),
-            # With the devices' mean_jobs, Little's law: sum of departure_rate * mean_sojourn.
-            "departure_rate": departed / span,
-            "mean_sojourn": sojourn / departed if departed else math.nan,
-        }
-        chains.append(row)
+    span: float,
+) -> dict[str, Any]:
+    """Chain `c`'s labels: batch-means estimates over the window, counts over the whole run."""
+    spec = scenario.chains[c]
+    est = batches.chain_estimates(c)
+    counts1, lost1, lost_soj1 = end["chains"][c]
+    counts0, lost0, lost_soj0 = warm["chains"][c]
+    rt = est["response_time"]
+    service_sum = sum(scenario.mean_service_time(st) for st in spec.stages)
+    loss = est["loss_ratio"]
+    # Every job that left in the window: completed, exited, or dropped after its first stage.
+    departed = counts1[COMPLETED] - counts0[COMPLETED] + lost1 - lost0
+    sojourn = counts1[RESPONSE_SUM] - counts0[RESPONSE_SUM] + lost_soj1 - lost_soj0
+    return {
+        "chain": spec.name,
+        "service": spec.service,
+        "arrival_rate": spec.arrival_rate,
+        "throughput": est["throughput"].mean,
+        "throughput_hw": est["throughput"].half_width,
+        "loss_ratio": loss.mean,
+        "loss_ratio_hw": loss.half_width,
+        "throughput_ratio": 1.0 - loss.mean,
+        "throughput_ratio_hw": loss.half_width,
+        "response_time": rt.mean,
+        "response_time_hw": rt.half_width,
+        "response_ratio": service_sum / rt.mean if rt.mean > 0 else math.nan,
+        "response_ratio_hw": service_sum * rt.half_width / rt.mean**2 if rt.mean > 0 else math.nan,
+        "accuracy": est["accuracy"].mean if _accuracy_defined(spec) else math.nan,
+        "accuracy_hw": est["accuracy"].half_width if _accuracy_defined(spec) else math.nan,
+        "exit_fraction": [est[f"exit_fraction_{k}"].mean for k in range(len(spec.stages))],
+        "exit_fraction_hw": [est[f"exit_fraction_{k}"].half_width for k in range(len(spec.stages))],
+        # Whole run, warm-up included: arrived = completed + dropped + in_system exactly.
+        "arrived": int(counts1[ARRIVED]),
+        "completed": int(counts1[COMPLETED]),
+        "dropped": int(counts1[DROPPED]),
+        "in_system": int(in_system[c]),
+        # With the devices' mean_jobs, Little's law: sum of departure_rate * mean_sojourn.
+        "departure_rate": departed / span,
+        "mean_sojourn": sojourn / departed if departed else math.nan,
+    }
+
+
+def _stage_rows(scenario: Scenario, warm: dict, end: dict, span: float) -> list[dict[str, Any]]:
+    """A row per stage of every chain, in chain order: arrivals and drops in the window."""
     stages = []
     i = 0
     for spec in scenario.chains:
@@ -153,6 +148,13 @@ def build_result(
                 }
             )
             i += 1
+    return stages
+
+
+def _device_rows(
+    scenario: Scenario, warm: dict, end: dict, span: float, stages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A row per device: time averages over the window, and the totals of its stages' rows."""
     devices = []
     for j, dev in enumerate(scenario.devices):
         area1, busy1 = end["devices"][j]
@@ -167,6 +169,29 @@ def build_result(
                 "drops": sum(s["drops"] for s in here),
             }
         )
+    return devices
+
+
+def build_result(
+    scenario: Scenario,
+    warm: dict,
+    end: dict,
+    batches: BatchMeans,
+    *,
+    in_system: list[int],
+    stop_reason: str,
+    events: int,
+    wall_time: float,
+    settings: SimulatorSettings,
+) -> SimulationResult:
+    """The labels of a run from its snapshots at the end of warm-up (`warm`) and at `end`."""
+    span = end["time"] - warm["time"]
+    chains = [
+        _chain_row(scenario, c, warm, end, batches, in_system, span)
+        for c in range(len(scenario.chains))
+    ]
+    stages = _stage_rows(scenario, warm, end, span)
+    devices = _device_rows(scenario, warm, end, span, stages)
     return SimulationResult(
         chains=chains,
         stages=stages,

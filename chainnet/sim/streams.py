@@ -15,6 +15,7 @@ from itertools import chain as _chain
 import numpy as np
 
 from chainnet.scenario import Scenario, Stage
+from chainnet.sim.rules import EXIT_DRAW, draws_requirement, exit_kind
 
 BLOCK = 4096
 
@@ -34,7 +35,7 @@ def interarrival_draw(gen: np.random.Generator, rate: float) -> Draw:
 
 def requirement_draw(gen: np.random.Generator, stage: Stage) -> Draw | None:
     """Service requirements in work units; None when they are deterministic (no draw needed)."""
-    if stage.distribution == "det":
+    if not draws_requirement(stage):
         return None
     if stage.distribution == "exp":
         work = stage.work
@@ -76,7 +77,7 @@ class Streams:
             for st in c.stages:
                 req.append(requirement_draw(gens(), st))
                 gen = gens()
-                ex.append(uniform_draw(gen) if 0.0 < st.exit_prob < 1.0 else None)
+                ex.append(uniform_draw(gen) if exit_kind(st.exit_prob) == EXIT_DRAW else None)
             self.requirement_draws.append(req)
             self.exit_draws.append(ex)
         self.arrivals = [_blocks(d) for d in self.arrival_draws]

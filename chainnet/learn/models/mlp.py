@@ -11,16 +11,14 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from chainnet.features import (
+from chainnet.learn.features import (
     CHAIN_LOAD,
     CHAIN_STATIC,
     FRAGMENT_LOAD,
     FRAGMENT_STATIC,
     Normalizer,
-    chain_of_fragments,
-    chain_outputs,
-    load_features,
 )
+from chainnet.learn.prior import chain_of_fragments, chain_outputs, load_features
 
 
 class ChainMLP(nn.Module):

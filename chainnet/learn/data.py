@@ -1,11 +1,12 @@
-"""A datagen dataset as a PyG `InMemoryDataset` of `HeteroData` graphs (OPFDataset style).
+"""A dataset folder (chainnet.dataset) as a PyG `InMemoryDataset` of `HeteroData` graphs
+(OPFDataset style).
 
     ds = QoSDataset("data/dsn24", split="train")
 
 The processed splits are cached under `<dataset>/processed/<name>/`, where the name carries the
-feature version, the split fractions and a digest of the dataset's manifest, so two settings never
-overwrite each other and a regenerated dataset is processed again. The split is deterministic by
-sample id (a hash of the id, so neighbouring ids spread over the splits).
+feature and graph versions, the split fractions and a digest of the dataset's manifest, so two
+settings never overwrite each other and a regenerated dataset is processed again. The split is
+deterministic by sample id (a hash of the id, so neighbouring ids spread over the splits).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 from torch_geometric.data import InMemoryDataset
 
-from chainnet.features import FEATURE_VERSION, attach_targets, scenario_graph
+from chainnet.dataset.store import read_table
+from chainnet.learn.features import FEATURE_VERSION, GRAPH_VERSION, attach_targets, scenario_graph
 from chainnet.scenario import Scenario
 
 SPLITS = ("train", "val", "test")
@@ -51,10 +53,14 @@ class QoSDataset(InMemoryDataset):
         manifest = self.source / "manifest.json"
         if not manifest.is_file():
             raise FileNotFoundError(f"{self.source}: not a dataset folder (no manifest.json)")
-        identity = json.loads(manifest.read_text()).get("identity", {})
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        recorded = json.loads(manifest.read_text())
+        content = {  # the config and the exact files: an extended dataset is processed again
+            "identity": recorded.get("identity", {}),
+            "shards": {k: v.get("sha256") for k, v in recorded.get("shards", {}).items()},
+        }
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
         share = "-".join(f"{f:g}" for f in fractions)
-        self.cache_name = f"v{FEATURE_VERSION}_split{share}_{digest}"
+        self.cache_name = f"v{FEATURE_VERSION}g{GRAPH_VERSION}_split{share}_{digest}"
         self.fractions = fractions
         self.split = split
         super().__init__(
@@ -83,12 +89,12 @@ class QoSDataset(InMemoryDataset):
     def processed_file_names(self) -> list[str]:
         return [f"{s}.pt" for s in SPLITS] + ["sizes.json"]
 
-    def download(self) -> None:  # the data are made by datagen, never downloaded
-        raise FileNotFoundError(f"{self.source}: no dataset here; make one with python -m datagen")
+    def download(self) -> None:  # the data are generated, never downloaded
+        raise FileNotFoundError(
+            f"{self.source}: no dataset here; generate one first (README: Datasets)"
+        )
 
     def process(self) -> None:
-        from datagen.store import read_table
-
         samples = read_table(self.source, "samples")
         chains = read_table(self.source, "chains")
         stages = read_table(self.source, "stages")
@@ -97,8 +103,8 @@ class QoSDataset(InMemoryDataset):
         stages_of = dict(tuple(stages.groupby("sample", sort=False))) if has_stage_labels else {}
         which = split_of(samples["sample"].to_numpy(), self.fractions)
         out: list[list] = [[], [], []]
-        for (sid, text, max_load), part in zip(
-            samples[["sample", "scenario", "max_offered_load"]].itertuples(index=False), which
+        for (sid, text), part in zip(
+            samples[["sample", "scenario"]].itertuples(index=False), which
         ):
             g = scenario_graph(Scenario.from_json(text, where=f"sample {sid}"))
             ch = chains_of[sid]
@@ -109,7 +115,6 @@ class QoSDataset(InMemoryDataset):
                 None if st is None else {"arrivals": st["arrivals"], "drops": st["drops"]},
             )
             g.sample = torch.tensor([int(sid)])
-            g.max_load = torch.tensor([float(max_load)])
             if self.pre_transform is not None:
                 g = self.pre_transform(g)
             out[part].append(g)

@@ -1,4 +1,4 @@
-"""Training harness: a LightningModule around any QoS network, and the datamodule of a dataset."""
+"""The LightningModule: any QoS network, its loss, its logged metrics and its optimizer."""
 
 from __future__ import annotations
 
@@ -8,49 +8,10 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch_geometric.loader import DataLoader
 
-from chainnet.data import QoSDataset
-from chainnet.features import FEATURE_VERSION
-from chainnet.metrics import mae, mape
-
-
-class QoSDataModule(L.LightningDataModule):
-    def __init__(
-        self,
-        root: str,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    ):
-        super().__init__()
-        root, fractions = str(root), tuple(float(f) for f in fractions)  # plain, for weights_only
-        self.save_hyperparameters(logger=False)
-        self.sets: dict[str, QoSDataset] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        for split in ("train", "val", "test"):
-            if split not in self.sets:
-                self.sets[split] = QoSDataset(
-                    self.hparams.root, split, tuple(self.hparams.fractions)
-                )
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.sets[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+from chainnet.learn.features import FEATURE_VERSION
+from chainnet.learn.metrics import mae, mape
+from chainnet.learn.models import resolve_target
 
 
 class QoSModule(L.LightningModule):
@@ -77,6 +38,7 @@ class QoSModule(L.LightningModule):
             OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else c
             for c in (net, optimizer, scheduler)
         )
+        net = resolve_target(net)  # a checkpoint of an older layout names the old module
         self.save_hyperparameters(logger=False)
         self.net = instantiate(net)
 

@@ -25,21 +25,16 @@ import pandas as pd
 import torch
 from torch_geometric.utils import scatter
 
-from chainnet.features import (
-    FEATURE_VERSION,
+from chainnet.learn.features import FEATURE_VERSION, graph_batch
+from chainnet.learn.models import MODEL_CLASSES, resolve_target
+from chainnet.learn.prior import (
     chain_of_fragments,
-    graph_batch,
     is_last_stage,
     load_features,
     reach_probabilities,
 )
 from chainnet.scenario import Scenario
 
-# Only these classes may be built from a checkpoint's config (never an arbitrary `_target_`).
-MODEL_CLASSES = {
-    "chainnet.models.chainnet.ChainNet": ("chainnet.models.chainnet", "ChainNet"),
-    "chainnet.models.mlp.ChainMLP": ("chainnet.models.mlp", "ChainMLP"),
-}
 PREDICTED = (
     "throughput",
     "loss_ratio",
@@ -73,8 +68,6 @@ def _read_checkpoint(path: Path) -> dict:
 
 def build_net(ckpt: dict, path: Path) -> torch.nn.Module:
     """The checkpoint's network, built from its config and weights, in eval mode."""
-    import importlib
-
     hp = ckpt["hyper_parameters"]
     version = hp.get("feature_version", 1)
     if version != FEATURE_VERSION:
@@ -82,15 +75,14 @@ def build_net(ckpt: dict, path: Path) -> torch.nn.Module:
             f"{path}: made with feature version {version}, and this chainnet computes version "
             f"{FEATURE_VERSION}; retrain it with this version (python train.py ...)"
         )
-    cfg = dict(hp.get("net") or {})
+    cfg = resolve_target(hp.get("net") or {})
     target = cfg.pop("_target_", None)
     if target not in MODEL_CLASSES:
         raise CheckpointError(
             f"{path}: model class {target!r} is not one of chainnet's {sorted(MODEL_CLASSES)}"
         )
-    module, name = MODEL_CLASSES[target]
     try:
-        net = getattr(importlib.import_module(module), name)(**cfg)
+        net = MODEL_CLASSES[target](**cfg)
         prefix = "net."
         state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         net.load_state_dict(state)

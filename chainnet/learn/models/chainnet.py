@@ -1,5 +1,5 @@
 """ChainNet (Niu, Roveri, Casale, DSN 2024) and its graph baselines, on the graphs of
-`chainnet.features`.
+`chainnet.learn.features`.
 
 Each of T rounds:
 1. a GRU runs along every chain over its hops; its input at a hop is the fragment's state with its
@@ -9,13 +9,14 @@ Each of T rounds:
 3. each device aggregates its fragments' states, by GIN (`device_agg="gin"`: an MLP of the sum) or
    by attention (`"gat"`: GATv2 from fragments to devices), and updates (GRUCell).
 Readouts give each fragment's pass probability, in (0, 1), and each chain's throughput ratio and
-response ratio as corrections to the queueing prior of `chainnet.features.load_features`.
+response ratio as corrections to the queueing prior of `chainnet.learn.prior.load_features`.
 
 FCR fixed point: the load features depend on the pass probabilities upstream. The model starts from
 nominal loads (every stage passes everything), predicts pass probabilities, recomputes the loads
-from them and runs again, until the largest change is under `tol` or `max_iter` runs were made; it
-reports the iterations used. Gradients flow through the last run only (earlier runs are detached),
-which is the usual way to train through a fixed point without unrolling it.
+from them and runs again, until a scenario's largest change is under `tol` (each scenario of a
+batch stops on its own) or `max_iter` runs were made; it reports the iterations used. Gradients
+flow through the last run only (earlier runs are detached), which is the usual way to train
+through a fixed point without unrolling it.
 Everything is batched with PyG: no Python loop over graphs or chains.
 """
 
@@ -27,7 +28,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch_geometric.nn import GATv2Conv
 from torch_geometric.utils import scatter
 
-from chainnet.features import (
+from chainnet.learn.features import (
     CHAIN_LOAD,
     CHAIN_STATIC,
     DEVICE_LOAD,
@@ -35,6 +36,8 @@ from chainnet.features import (
     FRAGMENT_LOAD,
     FRAGMENT_STATIC,
     Normalizer,
+)
+from chainnet.learn.prior import (
     chain_of_fragments,
     chain_outputs,
     load_features,
@@ -89,7 +92,7 @@ class ChainNet(nn.Module):
         self.pass_head = mlp(2 * hidden, hidden, 1)
 
     # ---- one run of T rounds for fixed load features ------------------------------------------
-    def _run(self, data, loads, chain, hop, idx, lengths):
+    def _run(self, data, loads, chain, idx, lengths):
         h = {
             node: self.enc[node](
                 torch.cat([self.normalizer(node, data[node].x), loads[node]], dim=1)
@@ -131,28 +134,34 @@ class ChainNet(nn.Module):
         return chain_out, pass_prob
 
     def forward(self, data):
-        """Returns (chain outputs [n_chain, 2], fragment pass probabilities, iterations used)."""
+        """Returns (chain outputs [n_chain, 2], fragment pass probabilities, iterations used).
+
+        Each scenario of the batch stops iterating when its own largest change is under `tol`, so
+        its prediction does not depend on its batch-mates; `iterations` is the most any used.
+        """
         chain, hop = chain_of_fragments(data)
         idx = padded_index(chain, hop, data["chain"].num_nodes)
         lengths = (idx >= 0).sum(1)
         pass_prob = torch.ones_like(data["fragment"].base_load)
+        graph = getattr(data["fragment"], "batch", None)
+        if graph is None:  # one scenario, not a batch
+            graph = torch.zeros_like(hop)
+        n_graph = int(graph.max()) + 1 if len(graph) else 0
+        active = torch.ones(n_graph, dtype=torch.bool, device=hop.device)
         iterations = 1
         with torch.no_grad():  # iterate to the fixed point without gradients...
             for _ in range(self.max_iter - 1):
-                _, new_pass = self._run(
-                    data,
-                    load_features(data, pass_prob, (chain, hop, idx)),
-                    chain,
-                    hop,
-                    idx,
-                    lengths,
-                )
-                change = float((new_pass - pass_prob).abs().max()) if len(new_pass) else 0.0
-                pass_prob = new_pass
-                iterations += 1
-                if change < self.tol:
+                if not bool(active.any()):
                     break
+                loads = load_features(data, pass_prob, (chain, hop, idx))
+                _, new_pass = self._run(data, loads, chain, idx, lengths)
+                change = scatter(
+                    (new_pass - pass_prob).abs(), graph, 0, dim_size=n_graph, reduce="max"
+                )
+                pass_prob = torch.where(active[graph], new_pass, pass_prob)
+                active = active & (change >= self.tol)
+                iterations += 1
         # ...then one run with gradients at the fixed point's loads.
         loads = load_features(data, pass_prob, (chain, hop, idx))
-        chain_out, pass_out = self._run(data, loads, chain, hop, idx, lengths)
+        chain_out, pass_out = self._run(data, loads, chain, idx, lengths)
         return chain_out, pass_out, iterations

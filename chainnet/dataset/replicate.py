@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from chainnet.chainnet_raw import ChainNetSample
+from chainnet.dataset.published import ChainNetSample
 from chainnet.sim import SimulatorSettings, simulate
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from datagen.tables import TABLE_KEYS, TABLES
+from chainnet.dataset.tables import TABLE_KEYS, TABLES
 
 FORMAT = "chainnet-dataset"
 FORMAT_VERSION = 1
@@ -130,7 +130,10 @@ class DatasetStore:
             ) from None
         if self.manifest_path.exists():
             self.manifest = self._load_manifest()
-            diff = _differences(identity, self.manifest.get("identity", {}))
+            recorded = dict(self.manifest.get("identity", {}))
+            if "n" not in identity:  # datasets made before n left the identity
+                recorded.pop("n", None)
+            diff = _differences(identity, recorded)
             if diff:
                 self.close()
                 raise DatasetError(
@@ -138,6 +141,7 @@ class DatasetStore:
                     + "; ".join(diff[:4])
                     + "). Use another out= folder, or delete this one to start again."
                 )
+            self.manifest["identity"] = identity
         else:
             if not self._only_interrupted_leftovers():
                 self.close()
@@ -220,6 +224,10 @@ class DatasetStore:
 
     def done(self) -> set[int]:
         return {int(k) for k in self.manifest["shards"]}
+
+    def held_ranges(self) -> dict[int, range]:
+        """The sample ids each recorded shard holds."""
+        return {int(k): range(*s["samples"]) for k, s in self.manifest["shards"].items()}
 
     def write_shard(self, k: int, tables: dict[str, pd.DataFrame], extra: dict[str, Any]) -> None:
         name = self.shard_name(k)

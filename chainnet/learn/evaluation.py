@@ -1,4 +1,4 @@
-"""Evaluation shared by train.py and eval.py: predictions per chain, metrics per load band, plots.
+"""Evaluation shared by train.py and eval.py: predictions per chain and metrics per load band.
 
 Throughput and response time are derived from the predicted ratios and the chain's inputs:
 throughput = throughput_ratio x arrival rate; response time = sum of mean service times /
@@ -13,9 +13,11 @@ import pandas as pd
 import torch
 from torch_geometric.loader import DataLoader
 
-from chainnet import analytic
-from chainnet.data import SPLITS, QoSDataset, split_of
-from chainnet.metrics import qos_metrics
+from chainnet.dataset.store import read_table
+from chainnet.learn.data import SPLITS, QoSDataset, split_of
+from chainnet.learn.metrics import qos_metrics
+from chainnet.learn.plots import plot_learning_curves, plot_predictions
+from chainnet.queueing import analytic
 from chainnet.scenario import Scenario
 
 RATIOS = ("throughput_ratio", "response_ratio")
@@ -50,8 +52,6 @@ def predict_graphs(
 
 def predict_analytic(root: str | Path, split: str, fractions=(0.8, 0.1, 0.1)) -> pd.DataFrame:
     """The analytic baseline's predictions for the chains of one split of a dataset."""
-    from datagen.store import read_table
-
     samples = read_table(root, "samples")
     part = split_of(samples["sample"].to_numpy(), fractions)
     samples = samples[part == SPLITS.index(split)]
@@ -73,8 +73,6 @@ def predict_analytic(root: str | Path, split: str, fractions=(0.8, 0.1, 0.1)) ->
 
 def evaluate(root: str | Path, pred: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics: 'all' and each load band; per-chain table of predictions beside the truth)."""
-    from datagen.store import read_table
-
     chains = read_table(root, "chains")
     samples = read_table(root, "samples")[["sample", "max_offered_load"]]
     df = pred.merge(chains, on=["sample", "chain"], how="left").merge(samples, on="sample")
@@ -93,47 +91,15 @@ def evaluate(root: str | Path, pred: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
     return qos_metrics(p, t, df["max_offered_load"].to_numpy()), df
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_predictions(df: pd.DataFrame, path: str | Path, title: str = "") -> None:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    for ax, name in zip(axes, RATIOS):
-        ax.scatter(df[name], df[f"pred_{name}"], s=4, alpha=0.4)
-        ax.plot([0, 1], [0, 1], color="black", lw=0.8)
-        ax.set_xlabel(f"simulated {name}")
-        ax.set_ylabel(f"predicted {name}")
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_learning_curves(metrics_csv: str | Path, path: str | Path) -> None:
-    """Train and validation loss per epoch from a CSVLogger's metrics.csv."""
-    plt = _pyplot()
-    log = pd.read_csv(metrics_csv)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for col, label in (("train/loss", "train"), ("val/loss", "validation")):
-        if col in log:
-            curve = log.dropna(subset=[col]).groupby("epoch")[col].mean()
-            ax.plot(curve.index, curve.to_numpy(), marker="o", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("L1 loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def metrics_text(table: pd.DataFrame) -> str:
     return table.to_string(float_format=lambda x: f"{x:.4f}")
+
+
+def report(net: torch.nn.Module, root: str | Path, test: QoSDataset, out: Path) -> None:
+    """Saved with every training run: metrics per load band, predicted against simulated, and the
+    learning curves of its CSV logs."""
+    table, df = evaluate(root, predict_graphs(net, test))
+    table.to_csv(out / "test_metrics_by_load.csv")
+    plot_predictions(df, out / "pred_vs_sim.png", f"{type(net).__name__}, test split")
+    for csv in out.glob("csv/version_*/metrics.csv"):
+        plot_learning_curves(csv, out / "learning_curves.png")

@@ -7,17 +7,25 @@ Everything is built from config (conf/train.yaml and its groups). Returns the me
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from chainnet.cli import CONF, user_errors
+from chainnet.cli.common import CONF, user_errors
+from chainnet.learn.evaluation import report
 
 
-def train(cfg: DictConfig) -> tuple[dict, str | None]:
-    """Fit (and test) as configured; returns the logged metrics and the best checkpoint path."""
+class Trained(NamedTuple):
+    metrics: dict[str, float]  # the last logged value of every metric
+    best: str | None  # the best checkpoint (by the checkpoint callback's monitor)
+    module: L.LightningModule  # the model as training left it (the weights of last.ckpt)
+
+
+def train(cfg: DictConfig) -> Trained:
+    """Fit (and test) as configured: the logged metrics, the best checkpoint and the model."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -33,32 +41,25 @@ def train(cfg: DictConfig) -> tuple[dict, str | None]:
         if cfg.get("test", False):
             trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-            report(model, datamodule, Path(cfg.paths.output_dir))
+            report(
+                model.net,
+                datamodule.hparams.root,
+                datamodule.sets["test"],
+                Path(cfg.paths.output_dir),
+            )
     finally:
         for lg in loggers:  # one failed job must not leave a wandb run open in a multirun
             if type(lg).__name__ == "WandbLogger":
                 import wandb
 
                 wandb.finish()
-    return metrics, best or None
-
-
-def report(model, datamodule, out: Path) -> None:
-    """Saved with every run: metrics per load band, predicted against simulated, learning curves."""
-    from chainnet.evaluate import evaluate, plot_learning_curves, plot_predictions, predict_graphs
-
-    test = datamodule.sets["test"]
-    table, df = evaluate(datamodule.hparams.root, predict_graphs(model.net, test))
-    table.to_csv(out / "test_metrics_by_load.csv")
-    plot_predictions(df, out / "pred_vs_sim.png", f"{type(model.net).__name__}, test split")
-    for csv in out.glob("csv/version_*/metrics.csv"):
-        plot_learning_curves(csv, out / "learning_curves.png")
+    return Trained(metrics, best or None, model)
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
-        metrics, _ = train(cfg)
+        metrics = train(cfg).metrics
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 

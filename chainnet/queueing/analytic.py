@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chainnet import queueing as q
+from chainnet.queueing import exact as q
 from chainnet.scenario import Scenario
 
 LOSS_MODELS = ("macgregor_smith", "exact")

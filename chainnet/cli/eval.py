@@ -12,15 +12,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from chainnet.cli import CONF, user_errors
-from chainnet.data import QoSDataset
-from chainnet.evaluate import (
+from chainnet.cli.common import CONF, user_errors
+from chainnet.learn.data import QoSDataset
+from chainnet.learn.evaluation import (
     evaluate,
     metrics_text,
-    plot_predictions,
     predict_analytic,
     predict_graphs,
 )
+from chainnet.learn.plots import plot_predictions
+from chainnet.learn.surrogate import Surrogate
 
 
 def run_eval(cfg: DictConfig):
@@ -32,8 +33,6 @@ def run_eval(cfg: DictConfig):
     else:
         if not cfg.ckpt_path:
             raise ValueError("ckpt_path: give a checkpoint of train.py, or analytic=true")
-        from chainnet.surrogate import Surrogate
-
         name = Path(cfg.ckpt_path).name
         net = Surrogate.load(cfg.ckpt_path).net
         pred = predict_graphs(net, QoSDataset(root, split, fractions), cfg.data.batch_size)

@@ -1,0 +1,54 @@
+"""`python -m chainnet.optimize ckpt_path=model.ckpt problem=problem.yaml budget_s=60`
+
+Searches the placements and exit thresholds of a deployment problem (`chainnet.optim`) with the
+surrogate (`scorer=surrogate`, the default) or the simulator (`scorer=simulator`), under a budget
+of seconds (`budget_s`), candidates scored (`budget_evals`) or both, then simulates the best
+`top_k` candidates afresh and returns the best by simulation, with its predicted and simulated QoS.
+Writes to the run folder: result.json (decisions, predicted and simulated QoS), best_scenario.yaml
+(the deployment, ready for `python -m chainnet.simulate`), candidates.csv, history.csv and
+convergence.png (best objective against time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from chainnet.cli.common import CONF, user_errors
+from chainnet.configs import settings_from
+from chainnet.optim.problem import Problem
+from chainnet.optim.report import describe_space, report, write_outputs
+from chainnet.optim.scorers import make_scorer
+from chainnet.optim.search import optimize
+from chainnet.optim.space import SearchSpace
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    space = SearchSpace(Problem.load(cfg.problem))
+    settings, engine = settings_from(cfg.simulator)
+    scorer = make_scorer(cfg.scorer, space, cfg.ckpt_path, settings, engine, int(cfg.seed))
+    label = space.problem.name or str(cfg.problem)
+    print(describe_space(space, label))
+    outcome = optimize(
+        space, scorer, cfg.strategy,
+        None if cfg.budget_s is None else float(cfg.budget_s),
+        budget_evals=cfg.budget_evals, seed=int(cfg.seed), batch_size=cfg.batch_size,
+        top_k=cfg.top_k, settings=settings, engine=engine, progress=bool(cfg.progress),
+    )  # fmt: skip
+    summary = write_outputs(outcome, cfg.paths.output_dir, label)
+    print(report(outcome))
+    print(f"outputs in {Path(cfg.paths.output_dir)}")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="optimize")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()

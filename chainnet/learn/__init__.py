@@ -1,0 +1,3 @@
+"""The learning stage: graphs and load features (`features`), the queueing prior (`prior`), the
+PyG dataset (`data`), the networks (`models`), the LightningModule and DataModule (`module`,
+`datamodule`), metrics, evaluation and plots, and scoring with a checkpoint (`surrogate`)."""

@@ -1,0 +1,46 @@
+"""The LightningDataModule: the train, val and test splits of one dataset folder, batched."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch_geometric.loader import DataLoader
+
+from chainnet.learn.data import SPLITS, QoSDataset
+
+
+class QoSDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    ):
+        super().__init__()
+        root, fractions = str(root), tuple(float(f) for f in fractions)  # plain, for weights_only
+        self.save_hyperparameters(logger=False)
+        self.sets: dict[str, QoSDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split not in self.sets:
+                self.sets[split] = QoSDataset(
+                    self.hparams.root, split, tuple(self.hparams.fractions)
+                )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.sets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

@@ -1,0 +1,241 @@
+"""The one featurizer: a scenario as a heterogeneous graph (SPEC section 5), used by training,
+scoring and the optimizer alike.
+
+Node types `chain`, `fragment` (a stage: a fragment placed on a device) and `device`; edges
+chain-contains-fragment (with the hop position `hop`) and fragment-placed_on-device (the models
+derive every other relation from these two). Every feature is a ratio that does not depend on the
+time unit.
+
+Two kinds of features:
+- static ones, fixed by the scenario (1 / capacity, the service's scv, memory shares, position...);
+- load features, which depend on how many jobs reach each stage. With finite capacity regions that
+  depends on the losses upstream, which the model predicts; so the graph stores the ingredients
+  (each fragment's `base_load` = chain rate x mean service time, its exit probability, its hop) and
+  `chainnet.learn.prior.load_features` computes the loads in torch for given per-stage pass
+  probabilities. The model iterates it to a fixed point; pass probabilities of 1 give the nominal
+  offered loads.
+
+Per-chain targets: throughput ratio and response ratio; per fragment, where the data has stage
+arrivals and drops: the pass probability (1 - drop ratio), NaN where unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch_geometric.data import HeteroData
+
+from chainnet.scenario import Scenario
+
+# The features a checkpoint was trained on: a new version makes old checkpoints refuse to load.
+FEATURE_VERSION = 3
+# The layout of stored graphs (edge types, attributes): a new one re-processes cached datasets and
+# leaves checkpoints valid.
+GRAPH_VERSION = 2
+
+FRAGMENT_STATIC = (
+    "inv_capacity",  # 1 / capacity of the fragment's device
+    "service_share",  # mean service time / the chain's total
+    "scv",  # squared coefficient of variation of the service
+    "memory_share",  # job memory / device memory (0 without a memory limit)
+    "exit_prob",
+    "position",  # hop / (chain length - 1)
+    "is_last",
+    "ps",  # the device serves by processor sharing
+)
+DEVICE_STATIC = (
+    "inv_capacity",
+    "fragments_per_capacity",  # fragments hosted / capacity (ChainNet's capacityRatio)
+    "ps",
+    "memory_limited",
+    "in_region",  # the device belongs to a multi-device region
+)
+CHAIN_STATIC = (
+    "inv_length",  # 1 / number of stages
+    "min_inv_capacity",  # the tightest device along the chain
+    "max_inv_capacity",
+)
+# Computed by `load_features` from pass probabilities (loads as log1p, to tame heavy tails).
+FRAGMENT_LOAD = (
+    "stage_load",
+    "device_load",
+    "device_share",
+    "reach",
+    "device_blocking",  # M/M/1/K blocking probability of the fragment's device
+    "log_sojourn",  # log(estimated time at this stage / its mean service time)
+)
+DEVICE_LOAD = ("offered_load", "blocking", "fill", "log_sojourn")  # fill: mean number / capacity
+CHAIN_LOAD = (
+    "chain_load",
+    "max_device_load",
+    "prior_throughput_ratio",
+    "prior_response_share",  # prior response ratio / its largest possible value
+    "log_response_cap",
+)
+TARGETS = ("throughput_ratio", "response_ratio")
+
+
+def scenario_graph(scenario: Scenario) -> HeteroData:
+    """The scenario's graph: static features, load ingredients and edges (no targets)."""
+    return graph_batch([scenario], with_batch=False)
+
+
+def graph_batch(scenarios: Sequence[Scenario], with_batch: bool = True) -> HeteroData:
+    """Many scenarios as one disjoint graph, built directly (no per-graph objects to collate).
+
+    The same graph as collating each `scenario_graph`, with `batch` vectors of chains, fragments
+    and devices (which scenario each belongs to) unless `with_batch` is False. This is the fast
+    path of scoring: one pass of Python over the stages, then a few array conversions.
+    """
+    rows = _Rows()
+    for scenario in scenarios:
+        rows.add(scenario)
+    return rows.graph(with_batch)
+
+
+@dataclass
+class _Rows:
+    """The rows of every node type of a disjoint graph, filled scenario by scenario."""
+
+    frag_x: list[tuple] = field(default_factory=list)
+    base_load: list[float] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
+    exit_prob: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)  # of the exit (NaN: none); no feature
+    hop: list[int] = field(default_factory=list)
+    frag_dev: list[int] = field(default_factory=list)
+    frag_chain: list[int] = field(default_factory=list)
+    chain_x: list[tuple] = field(default_factory=list)
+    dev_x: list[tuple] = field(default_factory=list)
+    capacity: list[float] = field(default_factory=list)
+    sizes: list[tuple[int, int, int]] = field(default_factory=list)  # chains, fragments, devices
+
+    def add(self, scenario: Scenario) -> None:
+        devs = scenario.devices
+        n_chain, n_frag, n_dev = len(self.chain_x), len(self.hop), len(self.dev_x)
+        hosted = [0] * len(devs)
+        in_region = [0.0] * len(devs)
+        for reg in scenario.regions:
+            for name in reg.devices:
+                in_region[scenario.device_id(name)] = 1.0
+        inv_cap = [1.0 / d.capacity for d in devs]
+        ps = [float(d.discipline == "ps") for d in devs]
+        for c, ch in enumerate(scenario.chains):
+            ids = [scenario.device_id(st.device) for st in ch.stages]
+            service = [st.work / devs[d].speed for st, d in zip(ch.stages, ids)]
+            total = sum(service)
+            last = len(ch.stages) - 1
+            for k, (st, d) in enumerate(zip(ch.stages, ids)):
+                hosted[d] += 1
+                memory = devs[d].memory
+                self.frag_x.append(
+                    (
+                        inv_cap[d],
+                        service[k] / total,
+                        st.service_scv,
+                        st.job_memory / memory if memory else 0.0,
+                        st.exit_prob,
+                        k / max(last, 1),
+                        float(k == last),
+                        ps[d],
+                    )
+                )
+                self.base_load.append(ch.arrival_rate * service[k])
+                self.rate.append(ch.arrival_rate)
+                self.exit_prob.append(st.exit_prob)
+                self.accuracy.append(np.nan if st.exit_accuracy is None else st.exit_accuracy)
+                self.hop.append(k)
+                self.frag_dev.append(n_dev + d)
+                self.frag_chain.append(n_chain + c)
+            caps = [inv_cap[d] for d in ids]
+            self.chain_x.append((1.0 / len(ch.stages), min(caps), max(caps)))
+        for j, d in enumerate(devs):
+            memory_limited = float(d.memory is not None)
+            self.dev_x.append(
+                (inv_cap[j], hosted[j] * inv_cap[j], ps[j], memory_limited, in_region[j])
+            )
+            self.capacity.append(float(d.capacity))
+        self.sizes.append((len(scenario.chains), len(self.hop) - n_frag, len(devs)))
+
+    def graph(self, with_batch: bool) -> HeteroData:
+        def table(rows: list[tuple], columns: tuple[str, ...]) -> torch.Tensor:
+            return torch.from_numpy(np.array(rows, dtype=np.float32).reshape(-1, len(columns)))
+
+        def floats(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32)
+
+        hop = torch.tensor(self.hop, dtype=torch.long)
+        frag_ids = torch.arange(len(self.hop))
+        data = HeteroData()
+        data["chain"].x = table(self.chain_x, CHAIN_STATIC)
+        frag = data["fragment"]
+        frag.x = table(self.frag_x, FRAGMENT_STATIC)
+        frag.base_load, frag.rate = floats(self.base_load), floats(self.rate)
+        frag.exit_prob, frag.accuracy = floats(self.exit_prob), floats(self.accuracy)
+        frag.hop = hop
+        data["device"].x = table(self.dev_x, DEVICE_STATIC)
+        data["device"].capacity = floats(self.capacity)
+        chain = torch.tensor(self.frag_chain, dtype=torch.long)
+        dev = torch.tensor(self.frag_dev, dtype=torch.long)
+        data["chain", "contains", "fragment"].edge_index = torch.stack([chain, frag_ids])
+        data["chain", "contains", "fragment"].hop = hop
+        data["fragment", "placed_on", "device"].edge_index = torch.stack([frag_ids, dev])
+        if with_batch:
+            sizes = torch.tensor(self.sizes, dtype=torch.long).reshape(-1, 3)
+            owner = torch.arange(len(sizes))
+            for col, node in enumerate(("chain", "fragment", "device")):
+                data[node].batch = owner.repeat_interleave(sizes[:, col])
+        return data
+
+
+def attach_targets(data: HeteroData, chains: dict, stages: dict | None = None) -> HeteroData:
+    """Chain targets (throughput_ratio, response_ratio) and, if known, fragment pass probabilities.
+
+    `chains` maps each target name to per-chain values; `stages` may hold per-fragment `arrivals`
+    and `drops` (in fragment order).
+    """
+    data["chain"].y = torch.tensor(
+        np.stack([np.asarray(chains[t], dtype=np.float32) for t in TARGETS], axis=1)
+    )
+    n_frag = data["fragment"].num_nodes
+    y_pass = np.full(n_frag, np.nan, dtype=np.float32)
+    if stages is not None:
+        arrivals = np.asarray(stages["arrivals"], dtype=np.float64)
+        drops = np.asarray(stages["drops"], dtype=np.float64)
+        ok = arrivals > 0
+        y_pass[ok] = 1.0 - drops[ok] / arrivals[ok]
+    data["fragment"].y_pass = torch.from_numpy(y_pass)
+    return data
+
+
+class Normalizer(torch.nn.Module):
+    """Standardises static features with statistics of the training split; saved with a model."""
+
+    def __init__(self, sizes: dict[str, int] | None = None):
+        super().__init__()
+        sizes = sizes or {
+            "chain": len(CHAIN_STATIC),
+            "fragment": len(FRAGMENT_STATIC),
+            "device": len(DEVICE_STATIC),
+        }
+        for node, k in sizes.items():
+            self.register_buffer(f"{node}_mean", torch.zeros(k))
+            self.register_buffer(f"{node}_std", torch.ones(k))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(self, graphs) -> Normalizer:
+        for node in ("chain", "fragment", "device"):
+            x = torch.cat([g[node].x for g in graphs])
+            std = x.std(0, unbiased=False)
+            getattr(self, f"{node}_mean").copy_(x.mean(0))
+            # A constant feature (std 0) is centred, not scaled.
+            getattr(self, f"{node}_std").copy_(torch.where(std > 0, std, torch.ones_like(std)))
+        self.fitted.fill_(True)
+        return self
+
+    def forward(self, node: str, x: torch.Tensor) -> torch.Tensor:
+        return (x - getattr(self, f"{node}_mean")) / getattr(self, f"{node}_std")

@@ -1,0 +1,236 @@
+"""The queueing prior and the load features: what the models iterate and correct.
+
+Load features depend on how many jobs reach each stage, which depends on the losses upstream, which
+the model predicts: `load_features` computes them in torch for given per-stage pass probabilities
+(the graph stores the ingredients: each fragment's `base_load`, exit probability and hop).
+
+From the same loads, `load_features` also solves each device as an M/M/1/K queue
+(blocking probability, mean number, mean time in system, all in closed form and batched) and
+combines them along every chain into a first estimate of the chain's throughput ratio and response
+ratio. These estimates are features, and the models predict a correction to them (in logit space)
+rather than the ratios from scratch: the network learns what the product-form approximation misses
+(general service, shared regions, correlated losses), which generalises to larger systems better
+than learning queueing from zero. The estimate is cheap (no iteration of its own).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch_geometric.utils import scatter
+
+from chainnet.learn.features import DEVICE_STATIC, FRAGMENT_STATIC
+
+
+def chain_of_fragments(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per fragment: its chain (global index in the batch) and its hop position."""
+    edge = data["chain", "contains", "fragment"]
+    chain = torch.empty(data["fragment"].num_nodes, dtype=torch.long)
+    chain[edge.edge_index[1]] = edge.edge_index[0]
+    return chain, data["fragment"].hop
+
+
+def padded_index(chain: torch.Tensor, hop: torch.Tensor, n_chain: int) -> torch.Tensor:
+    """[n_chain, max_len] fragment indices of each chain in hop order; -1 past a chain's end."""
+    length = int(hop.max()) + 1 if len(hop) else 0
+    out = torch.full((n_chain, length), -1, dtype=torch.long, device=hop.device)
+    out[chain, hop] = torch.arange(len(hop), device=hop.device)
+    return out
+
+
+def is_last_stage(chain: torch.Tensor, hop: torch.Tensor, n_chain: int) -> torch.Tensor:
+    """Per fragment: whether it is its chain's last stage."""
+    return hop == scatter(hop, chain, 0, dim_size=n_chain, reduce="max")[chain]
+
+
+def reach_probabilities(
+    pass_prob: torch.Tensor,
+    exit_prob: torch.Tensor,
+    chain,
+    hop,
+    n_chain: int,
+    idx: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Probability that a job of the chain reaches each fragment, given per-stage pass probs.
+
+    reach_k = prod_{j<k} pass_j * (1 - exit_j): an exclusive cumulative product along each chain,
+    for all chains at once on the padded [chain, hop] layout (exact, no cross-chain accumulation).
+    `idx` is that layout (`padded_index`), if the caller has it already.
+    """
+    if idx is None:
+        idx = padded_index(chain, hop, n_chain)
+    step = torch.ones(idx.shape, dtype=pass_prob.dtype, device=pass_prob.device)
+    valid = idx >= 0
+    step[valid] = (pass_prob * (1.0 - exit_prob))[idx[valid]]
+    before = torch.cumprod(torch.cat([torch.ones_like(step[:, :1]), step[:, :-1]], dim=1), dim=1)
+    reach = torch.empty_like(pass_prob)
+    reach[idx[valid]] = before[valid]
+    return reach
+
+
+def mm1k(rho: torch.Tensor, capacity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """M/M/1/K blocking probability and mean number in system, elementwise, for any load.
+
+    The number in system is a geometric law with ratio rho truncated to 0..K. Above rho = 1 it is
+    computed as K minus a truncated geometric with ratio 1/rho (the empty places), so no power
+    overflows; at rho = 1 the law is uniform.
+    """
+    rho, k = rho.double(), capacity.double()
+    near = (rho - 1.0).abs() * (k + 1.0) < 1e-6  # uniform within ~1e-6; no cancellation
+    q = torch.where(rho > 1.0, 1.0 / rho.clamp(min=1e-300), rho)
+    q = torch.where(near, torch.full_like(q, 0.5), q)  # replaced below; avoids 0/0
+    qk1 = q ** (k + 1.0)
+    mean = q / (1.0 - q) - (k + 1.0) * qk1 / (1.0 - qk1)
+    top = (1.0 - q) * q**k / (1.0 - qk1)  # P(n = K) of the law with ratio q
+    bottom = (1.0 - q) / (1.0 - qk1)  # P(n = 0)
+    blocking = torch.where(rho > 1.0, bottom, top)
+    number = torch.where(rho > 1.0, k - mean, mean)
+    blocking = torch.where(near, 1.0 / (k + 1.0), blocking)
+    number = torch.where(near, k / 2.0, number)
+    return blocking, number
+
+
+def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    return scatter(x, index, 0, dim_size=n, reduce="sum")
+
+
+def load_features(
+    data, pass_prob: torch.Tensor | None = None, layout: tuple | None = None
+) -> dict[str, torch.Tensor]:
+    """Load features of fragments, devices and chains for the given per-fragment pass probs.
+
+    Also returns `prior` [n_chain, 2]: the queueing prior's throughput ratio and response ratio,
+    and `cap` [n_chain]: the largest response ratio possible (sum of all stages' mean service
+    times over the mean service time a completed job receives; 1 without early exits).
+    `layout` = (chain, hop, padded index) of the fragments, if the caller has it already (the
+    fixed point calls this once per run on the same graph).
+    """
+    frag = data["fragment"]
+    n_chain = data["chain"].num_nodes
+    if layout is None:
+        chain, hop = chain_of_fragments(data)
+        idx = padded_index(chain, hop, n_chain)
+    else:
+        chain, hop, idx = layout
+    if pass_prob is None:
+        pass_prob = torch.ones_like(frag.base_load)
+    reach = reach_probabilities(pass_prob, frag.exit_prob, chain, hop, n_chain, idx)
+    stage_load = frag.base_load * reach
+    dev_of = data["fragment", "placed_on", "device"].edge_index[1]
+    n_dev = data["device"].num_nodes
+    device_load = _segment_sum(stage_load, dev_of, n_dev)
+    share = stage_load / torch.clamp(device_load[dev_of], min=1e-12)
+    chain_load = _segment_sum(stage_load, chain, n_chain)
+    max_dev = scatter(device_load[dev_of], chain, 0, dim_size=n_chain, reduce="max")
+
+    # The queueing prior, in float64 (M/M/1/K per device, combined along every chain).
+    blocking, number, capacity, sojourn, mean_service = _device_queues(
+        data, reach, device_load, dev_of
+    )
+    passes, at_stage, service, prior_tput, prior_resp, cap = _chain_prior(
+        data, (chain, hop, idx), dev_of, blocking, sojourn, mean_service
+    )
+    prior_share = (prior_resp / cap).clamp(0.0, 1.0)
+    f32 = torch.float32
+    return {
+        "fragment": torch.cat(
+            [
+                torch.log1p(torch.stack([stage_load, device_load[dev_of], share, reach], dim=1)),
+                blocking[dev_of].unsqueeze(1).to(f32),
+                torch.log(at_stage / service.clamp(min=1e-300)).clamp(max=30).unsqueeze(1).to(f32),
+            ],
+            dim=1,
+        ),
+        "device": torch.cat(
+            [
+                torch.log1p(device_load).unsqueeze(1),
+                torch.stack(
+                    [
+                        blocking,
+                        number / capacity,
+                        torch.log(sojourn / mean_service.clamp(min=1e-300)).clamp(0.0, 30.0),
+                    ],
+                    dim=1,
+                ).to(f32),
+            ],
+            dim=1,
+        ),
+        "chain": torch.cat(
+            [
+                torch.log1p(torch.stack([chain_load, max_dev], dim=1)),
+                torch.stack([prior_tput, prior_share, torch.log(cap)], dim=1).to(f32),
+            ],
+            dim=1,
+        ),
+        "prior": torch.stack([prior_tput, prior_resp], dim=1).to(f32),
+        "prior_pass": passes.to(f32),
+        "cap": cap.to(f32),
+    }
+
+
+def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]:
+    """Every device an M/M/1/K queue at its offered load, in float64: (blocking probability,
+    mean number, K, mean time in system, mean service time). K is the device's capacity or, if
+    smaller, the jobs its memory holds: floor(1 / the arrival-weighted mean of its fragments' job
+    memory shares), as the analytic baseline does."""
+    frag, n_dev = data["fragment"], data["device"].num_nodes
+    rho = device_load.double()
+    stage_arrivals = (frag.rate * reach).double()
+    arrivals = _segment_sum(stage_arrivals, dev_of, n_dev)
+    share_col = FRAGMENT_STATIC.index("memory_share")  # raw features: the model normalises
+    memory_share = _segment_sum(stage_arrivals * frag.x[:, share_col].double(), dev_of, n_dev)
+    mean_share = memory_share / arrivals.clamp(min=1e-300)
+    capacity = data["device"].capacity.double()
+    by_memory = torch.floor(1.0 / mean_share.clamp(min=1e-12)).clamp(min=1.0)
+    capacity = torch.where(mean_share > 0, torch.minimum(capacity, by_memory), capacity)
+    blocking, number = mm1k(rho, capacity)
+    served = (arrivals * (1.0 - blocking)).clamp(min=1e-300)
+    mean_service = torch.where(arrivals > 0, rho / arrivals.clamp(min=1e-300), 0.0)
+    sojourn = torch.where(arrivals > 0, number / served, mean_service)  # Little's law
+    sojourn = torch.maximum(sojourn, mean_service)
+    return blocking, number, capacity, sojourn, mean_service
+
+
+def _chain_prior(data, layout, dev_of, blocking, sojourn, mean_service) -> tuple[torch.Tensor, ...]:
+    """The device queues combined along every chain: (per fragment: pass probability, time at the
+    stage, mean service time; per chain: throughput ratio, response ratio, largest response
+    ratio)."""
+    frag, n_chain = data["fragment"], data["chain"].num_nodes
+    chain, hop, idx = layout
+    service = (frag.base_load / frag.rate).double()
+    ps = data["device"].x[:, DEVICE_STATIC.index("ps")] > 0.5  # processor sharing
+    wait = (sojourn - mean_service)[dev_of]  # FCFS: the same queueing delay for every class
+    # PS: time proportional to the service (1 on an idle device)
+    stretch = torch.where(mean_service > 0, sojourn / mean_service.clamp(min=1e-300), 1.0)[dev_of]
+    at_stage = torch.where(ps[dev_of], service * stretch, service + wait)
+    exit_prob = frag.exit_prob.double()
+    ones = torch.ones_like(exit_prob)
+    visit = reach_probabilities(ones, exit_prob, chain, hop, n_chain, idx)  # given completion
+    passes = 1.0 - blocking[dev_of]
+    reach_prior = reach_probabilities(passes, exit_prob, chain, hop, n_chain, idx)
+    # where a passing job leaves the chain: by its exit, or after the last stage
+    leaves = torch.where(is_last_stage(chain, hop, n_chain), ones, exit_prob)
+    prior_tput = _segment_sum(reach_prior * passes * leaves, chain, n_chain)
+    total = _segment_sum(service, chain, n_chain)
+    cap = total / _segment_sum(visit * service, chain, n_chain).clamp(min=1e-300)
+    prior_resp = total / _segment_sum(visit * at_stage, chain, n_chain).clamp(min=1e-300)
+    return passes, at_stage, service, prior_tput, prior_resp, cap
+
+
+def _logit(p: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.logit(p.clamp(eps, 1.0 - eps))
+
+
+def pass_outputs(z: torch.Tensor, loads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Fragment pass probabilities from a network's corrections `z` to the prior's."""
+    return torch.sigmoid(z + _logit(loads["prior_pass"]))
+
+
+def chain_outputs(z: torch.Tensor, loads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Chain ratios [n_chain, 2] from a network's corrections `z` [n_chain, 2] to the prior.
+
+    Throughput ratio: sigmoid(z0 + logit(prior)), in (0, 1). Response ratio: cap x sigmoid(z1 +
+    logit(prior / cap)), in (0, cap). A network that outputs zeros predicts the prior.
+    """
+    tput = torch.sigmoid(z[:, 0] + _logit(loads["prior"][:, 0]))
+    resp = loads["cap"] * torch.sigmoid(z[:, 1] + _logit(loads["prior"][:, 1] / loads["cap"]))
+    return torch.stack([tput, resp], dim=1)

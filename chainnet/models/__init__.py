@@ -1,1 +1,0 @@
-"""QoS models: ChainNet and its baselines."""

@@ -1,0 +1,282 @@
+"""Deployment problems (SPEC section 6): the problem file, as plain frozen data, read and checked.
+
+A problem file (YAML or JSON):
+
+    name: two_cameras
+    devices:
+      - {name: gateway, speed: 1.0, capacity: 8, ram: 1024}
+      - {name: edge1, speed: 4.0, capacity: 16, ram: 4096, discipline: ps}
+    services:
+      - name: detect
+        arrival_rate: 0.8
+        gateway: gateway           # optional: the first fragment's device is fixed
+        fragments:
+          - name: backbone
+            work: 0.4              # mean work (service time = work / device speed)
+            memory: 300            # MB of weights, held by the device that hosts the fragment
+            job_memory: 20         # MB held by each resident job (optional)
+            exit:                  # optional early exit after this fragment, one row per threshold
+              - {threshold: 0.9, exit_prob: 0.2, accuracy: 0.88}
+              - {threshold: 0.7, exit_prob: 0.5, accuracy: 0.80}
+          - {name: head, work: 1.2, memory: 500, accuracy: 0.93}   # the full model's accuracy
+    objective: {kind: min_loss}    # or {kind: max_accuracy, max_loss: 0.05}
+
+`Problem.load(path)` and `Problem.from_dict(d)` read it; every field is checked when a `Problem` is
+built (from a file or in code), and a mistake is one `ScenarioError` naming the field. A problem is
+immutable (frozen dataclasses, tuples): what is derived from it (the decisions, the memory arrays)
+lives in its search space (`chainnet.optim.space`), which also checks that some placement fits the
+devices' RAM; the objective is computed in `chainnet.optim.objective`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from chainnet.parsing import (
+    ScenarioError,
+    integer,
+    load_document,
+    mapping,
+    number,
+    optional,
+    sequence,
+    text,
+)
+
+OBJECTIVES = ("min_loss", "max_accuracy")
+
+
+@dataclass(frozen=True)
+class ExitOption:
+    threshold: float
+    exit_prob: float
+    accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class Fragment:
+    name: str
+    work: float
+    memory: float = 0.0
+    job_memory: float = 0.0
+    distribution: str = "det"
+    scv: float | None = None
+    exit: tuple[ExitOption, ...] = ()
+    accuracy: float | None = None  # the accuracy of a job that completes this (last) fragment
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    arrival_rate: float
+    fragments: tuple[Fragment, ...]
+    gateway: str | None = None
+
+
+@dataclass(frozen=True)
+class HostDevice:
+    name: str
+    speed: float
+    capacity: int
+    ram: float | None = None
+    discipline: str = "fcfs"
+
+
+@dataclass(frozen=True)
+class Objective:
+    kind: str = "min_loss"
+    max_loss: float | None = None
+    penalty: float = 10.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Devices, services and the objective of one deployment problem, checked when built."""
+
+    devices: tuple[HostDevice, ...]
+    services: tuple[Service, ...]
+    objective: Objective = field(default_factory=Objective)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        check_problem(self)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Problem:
+        return cls.from_dict(load_document(path), where=f"problem {path}")
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "problem") -> Problem:
+        d = mapping(d, where, ("name", "devices", "services", "objective"), ("devices", "services"))
+        devices = tuple(
+            _device(x, f"{where}.devices[{i}]")
+            for i, x in enumerate(sequence(d["devices"], f"{where}.devices"))
+        )
+        services = tuple(
+            _service(x, f"{where}.services[{i}]")
+            for i, x in enumerate(sequence(d["services"], f"{where}.services"))
+        )
+        objective = _objective(d.get("objective") or {}, f"{where}.objective")
+        return cls(devices, services, objective, text(d.get("name", ""), f"{where}.name"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "devices": _plain(self.devices),
+            "services": _plain(self.services),
+            "objective": _plain(self.objective),
+        }
+
+
+# ---- reading: one function per kind of record ---------------------------------------------------
+def _names(cls) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _device(x: Any, w: str) -> HostDevice:
+    x = mapping(x, w, _names(HostDevice), ("name", "speed", "capacity"))
+    return HostDevice(
+        name=text(x["name"], f"{w}.name"),
+        speed=number(x["speed"], f"{w}.speed"),
+        capacity=integer(x["capacity"], f"{w}.capacity"),
+        ram=optional(x.get("ram"), number, f"{w}.ram"),
+        discipline=text(x.get("discipline", "fcfs"), f"{w}.discipline"),
+    )
+
+
+def _service(x: Any, w: str) -> Service:
+    x = mapping(x, w, _names(Service), ("name", "arrival_rate", "fragments"))
+    return Service(
+        name=text(x["name"], f"{w}.name"),
+        arrival_rate=number(x["arrival_rate"], f"{w}.arrival_rate"),
+        fragments=tuple(
+            _fragment(fr, k, f"{w}.fragments[{k}]")
+            for k, fr in enumerate(sequence(x["fragments"], f"{w}.fragments"))
+        ),
+        gateway=optional(x.get("gateway"), text, f"{w}.gateway"),
+    )
+
+
+def _fragment(fr: Any, k: int, w: str) -> Fragment:
+    fr = mapping(fr, w, _names(Fragment), ("work",))
+    return Fragment(
+        name=text(fr.get("name", f"f{k}"), f"{w}.name"),
+        work=number(fr["work"], f"{w}.work"),
+        memory=number(fr.get("memory", 0.0), f"{w}.memory"),
+        job_memory=number(fr.get("job_memory", 0.0), f"{w}.job_memory"),
+        distribution=text(fr.get("distribution", "det"), f"{w}.distribution"),
+        scv=optional(fr.get("scv"), number, f"{w}.scv"),
+        exit=tuple(
+            _exit_option(o, j, f"{w}.exit[{j}]")
+            for j, o in enumerate(sequence(fr.get("exit") or [], f"{w}.exit"))
+        ),
+        accuracy=optional(fr.get("accuracy"), number, f"{w}.accuracy"),
+    )
+
+
+def _exit_option(o: Any, j: int, w: str) -> ExitOption:
+    o = mapping(o, w, ("threshold", "exit_prob", "accuracy"), ("exit_prob",))
+    return ExitOption(
+        threshold=number(o.get("threshold", j), f"{w}.threshold"),
+        exit_prob=number(o["exit_prob"], f"{w}.exit_prob"),
+        accuracy=optional(o.get("accuracy"), number, f"{w}.accuracy"),
+    )
+
+
+def _objective(obj: Any, w: str) -> Objective:
+    obj = mapping(obj, w, _names(Objective), ())
+    return Objective(
+        kind=text(obj.get("kind", "min_loss"), f"{w}.kind"),
+        max_loss=optional(obj.get("max_loss"), number, f"{w}.max_loss"),
+        penalty=number(obj.get("penalty", 10.0), f"{w}.penalty"),
+    )
+
+
+def _plain(obj: Any) -> Any:
+    """Dataclasses and tuples as dicts and lists, without the fields left unset."""
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "__dataclass_fields__"):
+        return {
+            k: _plain(getattr(obj, k))
+            for k in obj.__dataclass_fields__
+            if getattr(obj, k) is not None and getattr(obj, k) != ()
+        }
+    return obj
+
+
+# ---- checking: every field, with its path --------------------------------------------------------
+def check_problem(problem: Problem) -> None:
+    """Raise a `ScenarioError` naming the first invalid field of `problem`."""
+    w = f"problem {problem.name}".strip()
+    devices, services, objective = problem.devices, problem.services, problem.objective
+    if not devices:
+        raise ScenarioError(f"{w}.devices", [], "at least one device")
+    if len({d.name for d in devices}) != len(devices):
+        raise ScenarioError(f"{w}.devices", [d.name for d in devices], "unique names")
+    if not services:
+        raise ScenarioError(f"{w}.services", [], "at least one service")
+    if objective.kind not in OBJECTIVES:
+        raise ScenarioError(f"{w}.objective.kind", objective.kind, f"one of {OBJECTIVES}")
+    if not (math.isfinite(objective.penalty) and objective.penalty >= 0):
+        raise ScenarioError(f"{w}.objective.penalty", objective.penalty, "a number >= 0")
+    names = [sv.name for sv in services]
+    if len(set(names)) != len(names):
+        raise ScenarioError(f"{w}.services", names, "service names must be unique")
+    if objective.kind == "max_accuracy":
+        ml = objective.max_loss
+        if ml is None or not 0.0 <= ml <= 1.0:
+            raise ScenarioError(
+                f"{w}.objective.max_loss", ml, "max_accuracy needs a loss target in [0, 1]"
+            )
+    for i, dev in enumerate(devices):
+        _check_device(dev, f"{w}.devices[{i}]")
+    device_names = {d.name for d in devices}
+    for i, sv in enumerate(services):
+        _check_service(sv, f"{w}.services[{i}]", device_names, objective.kind)
+
+
+def _check_device(dev: HostDevice, dw: str) -> None:
+    for key in ("speed", "ram"):
+        v = getattr(dev, key)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ScenarioError(f"{dw}.{key}", v, "must be a finite number > 0")
+    if dev.capacity < 1:
+        raise ScenarioError(f"{dw}.capacity", dev.capacity, "must be an integer >= 1")
+
+
+def _check_service(sv: Service, sw: str, device_names: set[str], kind: str) -> None:
+    if not (math.isfinite(sv.arrival_rate) and sv.arrival_rate > 0):
+        raise ScenarioError(f"{sw}.arrival_rate", sv.arrival_rate, "must be > 0")
+    if not sv.fragments:
+        raise ScenarioError(f"{sw}.fragments", [], "at least one fragment")
+    if sv.gateway is not None and sv.gateway not in device_names:
+        raise ScenarioError(f"{sw}.gateway", sv.gateway, "the name of a device")
+    frag_names = [fr.name for fr in sv.fragments]
+    if len(set(frag_names)) != len(frag_names):
+        raise ScenarioError(f"{sw}.fragments", frag_names, "fragment names must be unique")
+    last = len(sv.fragments) - 1
+    for k, fr in enumerate(sv.fragments):
+        _check_fragment(fr, f"{sw}.fragments[{k}]", k == last, kind)
+
+
+def _check_fragment(fr: Fragment, fw: str, last: bool, kind: str) -> None:
+    if not (math.isfinite(fr.work) and fr.work > 0):
+        raise ScenarioError(f"{fw}.work", fr.work, "must be a finite number > 0")
+    if fr.memory < 0 or fr.job_memory < 0:
+        raise ScenarioError(f"{fw}.memory", fr.memory, "memory sizes must be >= 0")
+    if fr.exit and last:
+        raise ScenarioError(f"{fw}.exit", "...", "the last fragment cannot have an exit")
+    for j, o in enumerate(fr.exit):
+        if not 0.0 <= o.exit_prob < 1.0:
+            raise ScenarioError(f"{fw}.exit[{j}].exit_prob", o.exit_prob, "in [0, 1)")
+        if o.accuracy is not None and not 0.0 <= o.accuracy <= 1.0:
+            raise ScenarioError(f"{fw}.exit[{j}].accuracy", o.accuracy, "in [0, 1]")
+    if kind == "max_accuracy":
+        if last and fr.accuracy is None:
+            raise ScenarioError(f"{fw}.accuracy", None, "max_accuracy needs the final accuracy")
+        if any(o.accuracy is None for o in fr.exit):
+            raise ScenarioError(f"{fw}.exit", "...", "max_accuracy needs every exit row's accuracy")

@@ -1,0 +1,108 @@
+"""Scorers: candidates of a search space -> objective, loss ratio and accuracy (`Score`).
+
+`SurrogateScorer` scores a whole batch with one forward pass of the surrogate; `SimulatorScorer`
+runs one simulation per candidate (the baseline a surrogate must beat). Both have a `name` and a
+`chunk` (how many candidates the search hands over at once: the budget is checked between chunks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import chainnet
+from chainnet.optim.objective import objective_value
+from chainnet.optim.space import SearchSpace
+from chainnet.sim import SimulatorSettings, simulate
+
+SCORERS = ("surrogate", "simulator")
+QOS = ("throughput", "loss_ratio", "response_time", "accuracy")  # per service, kept at the end
+
+
+@dataclass
+class Score:
+    objective: float
+    loss: float
+    accuracy: float
+    services: pd.DataFrame | None = None  # per service QoS, kept for the final candidates
+
+
+class SurrogateScorer:
+    """Scores a whole batch with one forward pass of the surrogate."""
+
+    name = "surrogate"
+    chunk = 10**9  # the whole batch at once
+
+    def __init__(self, space: SearchSpace, surrogate: Any):
+        self.space, self.surrogate = space, surrogate
+
+    def score(self, candidates: list[np.ndarray], keep: bool = False) -> list[Score]:
+        problem = self.space.problem
+        scenarios = [self.space.scenario(c) for c in candidates]
+        arrays = self.surrogate.predict_arrays(scenarios)
+        n = len(problem.services)  # one chain per service, in order
+        loss = arrays["loss_ratio"].reshape(len(candidates), n)
+        acc = arrays["accuracy"].reshape(len(candidates), n)
+        qos = {k: arrays[k].reshape(len(candidates), n) for k in QOS} if keep else {}
+        names = [s.name for s in problem.services]
+        out = []
+        for i in range(len(candidates)):
+            obj, lo, ac = objective_value(problem, loss[i], acc[i])
+            services = (
+                pd.DataFrame({"service": names, **{k: v[i] for k, v in qos.items()}})
+                if keep
+                else None
+            )
+            out.append(Score(obj, lo, ac, services))
+        return out
+
+
+class SimulatorScorer:
+    """Scores candidates one simulation each (the baseline a surrogate must beat)."""
+
+    name = "simulator"
+    chunk = 1  # the budget is checked between simulations
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        settings: SimulatorSettings | None = None,
+        engine: str = "fast",
+        seed: int = 0,
+    ):
+        self.space, self.settings, self.engine, self.seed = space, settings, engine, seed
+
+    def score(self, candidates: list[np.ndarray], keep: bool = False) -> list[Score]:
+        out = []
+        for c in candidates:
+            res = simulate(self.space.scenario(c), self.seed, self.settings, engine=self.engine)
+            df = res.chain_frame()
+            loss = df["loss_ratio"].to_numpy(float)
+            acc = df["accuracy"].to_numpy(float)
+            obj, lo, ac = objective_value(self.space.problem, loss, acc)
+            services = pd.DataFrame({"service": df["chain"], **{k: df[k] for k in QOS}})
+            out.append(Score(obj, lo, ac, services))  # kept always: it costs nothing here
+        return out
+
+
+def make_scorer(
+    kind: str,
+    space: SearchSpace,
+    ckpt_path: str | Path | None = None,
+    settings: SimulatorSettings | None = None,
+    engine: str = "fast",
+    seed: int = 0,
+) -> SurrogateScorer | SimulatorScorer:
+    """The scorer `kind` (one of `SCORERS`): the surrogate of `ckpt_path`, or the simulator."""
+    if kind == "surrogate":
+        if not ckpt_path:
+            raise ValueError("ckpt_path: scorer=surrogate needs a checkpoint of train.py")
+        # `chainnet.Surrogate` loads torch on first use (2 s): the simulator never needs it.
+        return SurrogateScorer(space, chainnet.Surrogate.load(ckpt_path))
+    if kind == "simulator":
+        return SimulatorScorer(space, settings, engine, seed)
+    raise ValueError(f"scorer: got {kind!r}; one of {SCORERS}")

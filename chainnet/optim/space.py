@@ -1,0 +1,239 @@
+"""The search space of a deployment problem: genes, domains, feasibility, repair, decoding.
+
+Decisions: the device of every fragment (a gateway fixes a service's first), and the threshold row
+of every exit. A candidate is one integer vector: placement genes (device indices) for every
+fragment, services then fragments in file order, then threshold genes (row indices) for every exit.
+
+Memory: a device holds the weights of the fragments it hosts (their sum must fit its `ram`); what
+is left of its RAM is the region memory that resident jobs share, so crowding weights onto a device
+leaves room for fewer jobs. A device that hosts no fragment with `job_memory` has no memory limit.
+
+`SearchSpace(problem)` is built once per problem: the gene layout and the memory arrays (device RAM,
+weights and job memory per placement gene) are computed in its constructor and are read-only, so
+nothing derived can go stale. It refuses a problem where no placement found fits the devices' RAM,
+or whose deployments are not valid scenarios.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from chainnet.optim.problem import Problem
+from chainnet.parsing import ScenarioError
+from chainnet.scenario import Device, Scenario, ServiceChain, Stage
+
+EXHAUSTIVE_LIMIT = 200_000  # the largest space `enumerate_feasible` walks
+COUNT_LIMIT = 20_000  # the largest space whose feasible candidates are counted (`n_feasible`)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+class SearchSpace:
+    """The candidates of `problem`: integer vectors, their feasibility and their scenarios."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        services, n_dev = problem.services, len(problem.devices)
+        index = {d.name: i for i, d in enumerate(problem.devices)}
+        # genes: (service, fragment) per placement gene, then (service, fragment) per exit gene
+        self.fragments = tuple(
+            (s, f) for s, sv in enumerate(services) for f in range(len(sv.fragments))
+        )
+        self.exits = tuple(
+            (s, f) for s, sv in enumerate(services) for f, fr in enumerate(sv.fragments) if fr.exit
+        )
+        self.n_placement = len(self.fragments)
+        hosted = [services[s].fragments[f] for s, f in self.fragments]
+        gateway = np.array(
+            [
+                index[services[s].gateway] if f == 0 and services[s].gateway is not None else -1
+                for s, f in self.fragments
+            ],
+            dtype=np.int64,
+        )
+        self.fixed = _read_only(gateway >= 0)  # placement genes a gateway fixes
+        self.fixed_device = _read_only(gateway[gateway >= 0])
+        self.domains = _read_only(
+            np.array(
+                [1 if g >= 0 else n_dev for g in gateway]
+                + [len(services[s].fragments[f].exit) for s, f in self.exits],
+                dtype=np.int64,
+            )
+        )
+        self.free = _read_only(np.flatnonzero(self.domains > 1))  # genes a move can change
+        self.movable = _read_only(self.domains[: self.n_placement] > 1)
+        self.ram = _read_only(
+            np.array([math.inf if d.ram is None else d.ram for d in problem.devices])
+        )
+        self.weights = _read_only(np.array([fr.memory for fr in hosted], dtype=float))
+        self.job_memory = _read_only(np.array([fr.job_memory for fr in hosted], dtype=float))
+        self.size = float(np.prod(self.domains.astype(float)))
+        self._check_deployable()
+
+    def _check_deployable(self) -> None:
+        """Some placement must fit the devices' RAM, and its scenario must be valid (fragments'
+        distributions, scv, memory against RAM), with the problem's name in the message."""
+        w = f"problem {self.problem.name}".strip()
+        example = self.random_candidate(np.random.default_rng(0))
+        if example is None:
+            raise ScenarioError(
+                w, self.problem.name, "no placement found that fits the devices' RAM"
+            )
+        try:
+            self.scenario(example)
+        except ScenarioError as exc:
+            raise ScenarioError(
+                w, self.problem.name, f"its deployments are invalid: {exc}"
+            ) from None
+
+    # ---- memory and feasibility ------------------------------------------------------------------
+    def device_of(self, candidate: np.ndarray) -> np.ndarray:
+        """The device index of every fragment (gene order)."""
+        out = candidate[: self.n_placement].copy()
+        out[self.fixed] = self.fixed_device
+        return out
+
+    def memory_use(self, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per device: the weights it holds, and the largest job memory of what it hosts."""
+        dev = self.device_of(candidate)
+        weights = np.bincount(dev, weights=self.weights, minlength=len(self.ram))
+        job = np.zeros(len(self.ram))
+        np.maximum.at(job, dev, self.job_memory)
+        return weights, job
+
+    def overfull(self, candidate: np.ndarray) -> np.ndarray:
+        """Per device: its fragments' weights exceed its RAM, or leave no room for one job."""
+        weights, job = self.memory_use(candidate)
+        return (weights > self.ram) | ((job > 0) & (self.ram - weights < job))
+
+    def feasible(self, candidate: np.ndarray) -> bool:
+        return not self.overfull(candidate).any()
+
+    # ---- drawing, moving and repairing candidates ------------------------------------------------
+    def random_candidate(self, rng: np.random.Generator, tries: int = 20) -> np.ndarray | None:
+        """A random feasible candidate: a uniform draw, repaired if it does not fit; None if no
+        repair finds room (then the greedy repair, most free RAM first, has the last word)."""
+        for _ in range(tries):
+            c = rng.integers(0, self.domains)
+            if self.feasible(c):
+                return c
+            c = self.repair(c, rng)
+            if c is not None:
+                return c
+        return self.repair(rng.integers(0, self.domains), None)
+
+    def repair(self, candidate: np.ndarray, rng: np.random.Generator | None) -> np.ndarray | None:
+        """`candidate` made feasible by moving fragments off over-full devices, each to the device
+        with the most free RAM (or, half the time with `rng`, a random one); None if stuck."""
+        c = candidate.copy()
+        for _ in range(3 * self.n_placement + 1):
+            bad = self.overfull(c)
+            if not bad.any():
+                return c
+            movable = np.flatnonzero(self.movable & bad[self.device_of(c)])
+            if not len(movable):  # only fixed gateway fragments overfill a device
+                return None
+            g = movable[0] if rng is None else movable[int(rng.integers(len(movable)))]
+            if rng is None or rng.random() < 0.5:
+                c[g] = int(np.argmax(self.ram - self.memory_use(c)[0]))
+            else:
+                c[g] = int(rng.integers(self.domains[g]))
+        return c if self.feasible(c) else None
+
+    def neighbour(self, candidate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One gene changed (a fragment moved, or an exit's threshold changed), kept feasible."""
+        if not len(self.free):
+            return candidate.copy()
+        for _ in range(20):
+            c = candidate.copy()
+            g = int(rng.choice(self.free))
+            c[g] = (c[g] + rng.integers(1, self.domains[g])) % self.domains[g]
+            if self.feasible(c):
+                return c
+            c = self.repair(c, rng)
+            if c is not None:
+                return c
+        return candidate.copy()
+
+    def enumerate_feasible(self, limit: int = EXHAUSTIVE_LIMIT) -> Iterator[np.ndarray]:
+        """Every feasible candidate (for exhaustive search); refuses a space larger than `limit`."""
+        if self.size > limit:
+            raise ValueError(
+                f"strategy=exhaustive: {self.size:.3g} candidates, over the limit of "
+                f"{limit:,}; use another strategy or a smaller problem"
+            )
+        for genes in itertools.product(*(range(int(n)) for n in self.domains)):
+            c = np.array(genes, dtype=np.int64)
+            if self.feasible(c):
+                yield c
+
+    @cached_property
+    def n_feasible(self) -> int | None:
+        """How many candidates are feasible, where the space is small enough to count them
+        (at most `COUNT_LIMIT` candidates); else None."""
+        if self.size > COUNT_LIMIT:
+            return None
+        return sum(1 for _ in self.enumerate_feasible())
+
+    # ---- from a candidate to a scenario ----------------------------------------------------------
+    def scenario(self, candidate: np.ndarray) -> Scenario:
+        """The scenario a (feasible) candidate deploys."""
+        problem = self.problem
+        dev = self.device_of(candidate)
+        weights, job = self.memory_use(candidate)
+        devices = [
+            Device(
+                d.name,
+                capacity=d.capacity,
+                speed=d.speed,
+                memory=float(d.ram - weights[i]) if (d.ram is not None and job[i] > 0) else None,
+                discipline=d.discipline,
+            )
+            for i, d in enumerate(problem.devices)
+        ]
+        row = dict(zip(self.exits, candidate[self.n_placement :]))
+        chains, g = [], 0
+        for s, sv in enumerate(problem.services):
+            stages = []
+            for f, fr in enumerate(sv.fragments):
+                opt = fr.exit[int(row[(s, f)])] if fr.exit else None
+                stages.append(
+                    Stage(
+                        problem.devices[dev[g]].name,
+                        fr.work,
+                        distribution=fr.distribution,
+                        scv=fr.scv,
+                        job_memory=fr.job_memory,
+                        exit_prob=opt.exit_prob if opt else 0.0,
+                        exit_accuracy=opt.accuracy if opt else fr.accuracy,
+                        fragment=fr.name,
+                    )
+                )
+                g += 1
+            chains.append(ServiceChain(sv.name, sv.arrival_rate, stages))
+        return Scenario(devices, chains, name=problem.name)
+
+    def describe(self, candidate: np.ndarray) -> dict[str, Any]:
+        """The decisions of a candidate, by name: placement and exit thresholds."""
+        services, devices = self.problem.services, self.problem.devices
+        placement = {
+            f"{services[s].name}/{services[s].fragments[f].name}": devices[d].name
+            for d, (s, f) in zip(self.device_of(candidate), self.fragments)
+        }
+        thresholds = {
+            f"{services[s].name}/{services[s].fragments[f].name}": services[s]
+            .fragments[f]
+            .exit[int(r)]
+            .threshold
+            for r, (s, f) in zip(candidate[self.n_placement :], self.exits)
+        }
+        return {"placement": placement, "thresholds": thresholds}

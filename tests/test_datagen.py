@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from tests_helpers import PUBLISHED
+from tests_helpers import PUBLISHED, run_command
 
 from chainnet.dataset.store import DatasetError, read_table, verify
 from chainnet.dataset.tables import TABLES
 from chainnet.sim import SimulatorSettings
+from datagen.__main__ import main as datagen_main
 from datagen.generate import generate
 from datagen.presets import PresetError
 
@@ -224,19 +225,21 @@ def test_a_larger_n_extends_the_dataset_a_smaller_one_is_refused(tmp_path):
     assert digests(tmp_path / "ds") == digests(tmp_path / "fresh")  # untouched
 
 
-def test_command_line_errors_are_clean(tmp_path):
+def test_command_line_errors_are_clean(tmp_path, monkeypatch, capsys):
+    proc = subprocess.run(  # once as a user types it, in a process of its own
+        [sys.executable, "-m", "datagen", f"out={tmp_path / 'x'}", "n=-5"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "n: got -5" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
     for args, expected in [
-        (["n=-5"], "n: got -5"),
         (["scenario=nope"], "Could not find 'scenario/nope'"),
         (["scenario.capacity=[9,3]"], "min 9 is above max 3"),
     ]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "datagen", f"out={tmp_path / 'x'}", *args],
-            cwd=ROOT, capture_output=True, text=True,
-        )  # fmt: skip
-        assert proc.returncode != 0
-        assert expected in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
+        args = [f"out={tmp_path / 'x'}", f"hydra.run.dir={tmp_path / 'run'}", *args]
+        code, _, err = run_command(datagen_main, *args, monkeypatch=monkeypatch, capsys=capsys)
+        assert code != 0 and expected in err, err
+    assert not (tmp_path / "x").exists()
 
 
 def test_from_dataset_resimulates_keeping_sample_ids(tmp_path):

@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from tests_helpers import ROOT
+from tests_helpers import ROOT, run_command
 
 import chainnet.optim.strategies as strategies
+from chainnet.cli.optimize import main as optimize_main
 from chainnet.optim.generators import random_problem
 from chainnet.optim.objective import objective_value
 from chainnet.optim.problem import Problem
@@ -233,7 +234,7 @@ def test_confirm_simulates_the_top_candidates_afresh():
     assert np.allclose(table["simulated_objective"], table["predicted_objective"], atol=0.05)
 
 
-def test_optimize_cli_end_to_end(tiny_checkpoint, tmp_path):
+def test_optimize_cli_end_to_end(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "chainnet.optimize", f"ckpt_path={tiny_checkpoint}",
@@ -256,12 +257,9 @@ def test_optimize_cli_end_to_end(tiny_checkpoint, tmp_path):
     Scenario.load(run / "best_scenario.yaml")
     for name in ("convergence.png", "history.csv", "candidates.csv"):
         assert (run / name).is_file()
-    bad = subprocess.run(
-        [sys.executable, "-m", "chainnet.optimize", f"problem={EXAMPLE}", "budget_s=1",
-         f"hydra.run.dir={tmp_path / 'bad'}"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert bad.returncode == 2 and "ckpt_path" in bad.stderr and "Traceback" not in bad.stderr
+    args = [f"problem={EXAMPLE}", "budget_s=1", f"hydra.run.dir={tmp_path / 'bad'}"]
+    code, _, err = run_command(optimize_main, *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and "ckpt_path" in err
 
 
 def test_repair_moves_fragments_off_full_devices():

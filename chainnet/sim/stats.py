@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats as _st
+from scipy.special import stdtrit  # the t quantile (what scipy.stats.t.ppf computes), light to load
 
 # Per-chain counter layout in a snapshot row (exits per stage follow, see `chain_width`).
 ARRIVED, COMPLETED, DROPPED, RESPONSE_SUM, ACCURACY_SUM = range(5)
@@ -44,7 +44,7 @@ class Estimate:
 
 @lru_cache(maxsize=256)
 def t_quantile(n_batches: int, level: float = 0.95) -> float:
-    return float(_st.t.ppf(0.5 + level / 2.0, n_batches - 1))
+    return float(stdtrit(n_batches - 1, 0.5 + level / 2.0))
 
 
 def batch_estimate(values: np.ndarray, point: float, level: float = 0.95) -> Estimate:

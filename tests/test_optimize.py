@@ -138,7 +138,7 @@ class FakeScorer:
     def __init__(self, problem, target):
         self.problem, self.target, self.calls = problem, target, 0
 
-    def score(self, candidates, keep=False):
+    def score(self, candidates, keep=False, deadline=None):
         self.calls += len(candidates)
         return [Score(float(np.abs(c - self.target).sum()), 0.0, np.nan) for c in candidates]
 

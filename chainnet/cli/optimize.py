@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     print(describe_space(space, label))
     outcome = optimize(
         space, scorer, cfg.strategy,
-        None if cfg.budget_s is None else float(cfg.budget_s),
+        cfg.budget_s,  # checked by the search (one line naming budget_s)
         budget_evals=cfg.budget_evals, seed=int(cfg.seed), batch_size=cfg.batch_size,
         top_k=cfg.top_k, settings=settings, engine=engine, progress=bool(cfg.progress),
     )  # fmt: skip

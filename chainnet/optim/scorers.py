@@ -17,7 +17,7 @@ import pandas as pd
 import chainnet
 from chainnet.optim.objective import objective_value
 from chainnet.optim.space import SearchSpace
-from chainnet.sim import SimulatorSettings, simulate
+from chainnet.sim import SimulatorSettings, make_engine
 
 SCORERS = ("surrogate", "simulator")
 QOS = ("throughput", "loss_ratio", "response_time", "accuracy")  # per service, kept at the end
@@ -40,7 +40,9 @@ class SurrogateScorer:
     def __init__(self, space: SearchSpace, surrogate: Any):
         self.space, self.surrogate = space, surrogate
 
-    def score(self, candidates: list[np.ndarray], keep: bool = False) -> list[Score]:
+    def score(
+        self, candidates: list[np.ndarray], keep: bool = False, deadline: float | None = None
+    ) -> list[Score | None]:
         problem = self.space.problem
         scenarios = [self.space.scenario(c) for c in candidates]
         arrays = self.surrogate.predict_arrays(scenarios)
@@ -76,10 +78,18 @@ class SimulatorScorer:
     ):
         self.space, self.settings, self.engine, self.seed = space, settings, engine, seed
 
-    def score(self, candidates: list[np.ndarray], keep: bool = False) -> list[Score]:
-        out = []
+    def score(
+        self, candidates: list[np.ndarray], keep: bool = False, deadline: float | None = None
+    ) -> list[Score | None]:
+        """One Score per candidate; None for one whose simulation `deadline` (a
+        `time.perf_counter()` value: the search's time budget) cut short, which is not scored."""
+        out: list[Score | None] = []
         for c in candidates:
-            res = simulate(self.space.scenario(c), self.seed, self.settings, engine=self.engine)
+            engine = make_engine(self.space.scenario(c), self.seed, self.settings, self.engine)
+            res = engine.run(deadline=deadline)
+            if res.stop_reason == "deadline":
+                out.append(None)
+                continue
             df = res.chain_frame()
             loss = df["loss_ratio"].to_numpy(float)
             acc = df["accuracy"].to_numpy(float)

@@ -178,7 +178,10 @@ def _score_new(
             return stop
         chunk = todo[start : start + scorer.chunk]
         part = chunk[: int(min(len(chunk), budget.evals_left(len(scored))))]
-        for c, s in zip(part, scorer.score(part)):
+        deadline = None if budget.seconds is None else t0 + budget.seconds
+        for c, s in zip(part, scorer.score(part, deadline=deadline)):
+            if s is None:  # its simulation ran past the time budget: not scored
+                return "budget_s"
             scored[c.tobytes()] = (c, s)
         if len(part) < len(chunk):
             return "budget_evals"

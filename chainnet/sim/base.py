@@ -54,17 +54,23 @@ class Engine:
         self.advance(horizon)
         return self.trace if self.trace is not None else []
 
-    def run(self, progress=None) -> SimulationResult:
-        """Warm up, then run batches until the precision target or the arrival cap is reached."""
+    def run(self, progress=None, deadline: float | None = None) -> SimulationResult:
+        """Warm up, then run batches until the precision target or the arrival cap is reached.
+
+        The cap bounds the whole run, warm-up included: when the warm-up would need more than
+        half the cap's arrivals, it is cut to that half, the batches take at most the rest, and
+        `stop_reason` is `arrival_cap_in_warmup` however the batches ended (the labels may then
+        carry the transient; their half-widths say whether the precision target was met).
+        `deadline` (a `time.perf_counter()` value) stops the run between batches once passed,
+        with `stop_reason` `deadline`: a caller's wall-clock budget, never a setting of the labels.
+        """
         s = self.settings
         wall0 = time.perf_counter()
         chains = self.scenario.chains
         total_rate = sum(c.arrival_rate for c in chains)
-        # Warm-up: the expected time of `warmup_arrivals` arrivals, and at least ten times the
-        # longest chain's total mean service time, so that slow chains are past their transient.
-        longest = max(sum(self.scenario.mean_service_time(st) for st in c.stages) for c in chains)
+        warmup, cut = warmup_time(self.scenario, s)
         self.start()
-        self.advance(max(s.warmup_arrivals / total_rate, 10.0 * longest))
+        self.advance(warmup)
         warm = self.snapshot_state()
         batches = BatchMeans(
             [len(c.stages) for c in chains], [c.arrival_rate for c in chains], s.min_batches
@@ -84,6 +90,10 @@ class Engine:
                 reason = "precision"
             elif arrived >= s.max_arrivals:
                 reason = "arrival_cap"
+            elif deadline is not None and time.perf_counter() >= deadline:
+                reason = "deadline"
+        if cut and reason != "deadline":
+            reason = "arrival_cap_in_warmup"
         end = self.snapshot_state()
         return build_result(
             self.scenario,
@@ -96,3 +106,17 @@ class Engine:
             wall_time=time.perf_counter() - wall0,
             settings=s,
         )
+
+
+def warmup_time(scenario: Scenario, settings: SimulatorSettings) -> tuple[float, bool]:
+    """(the warm-up's length, whether the arrival cap cut it short).
+
+    The expected time of `warmup_arrivals` arrivals, and at least ten times the longest chain's
+    total mean service time, so that slow chains are past their transient; but never the time of
+    more than half the cap's arrivals, so that the cap bounds the whole run.
+    """
+    total_rate = sum(c.arrival_rate for c in scenario.chains)
+    longest = max(sum(scenario.mean_service_time(st) for st in c.stages) for c in scenario.chains)
+    wanted = max(settings.warmup_arrivals / total_rate, 10.0 * longest)
+    allowed = 0.5 * settings.max_arrivals / total_rate
+    return (allowed, True) if wanted > allowed else (wanted, False)

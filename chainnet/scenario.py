@@ -22,6 +22,7 @@ Semantics (SPEC section 1):
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,20 +30,23 @@ from typing import Any
 
 import yaml
 
+from chainnet.documents import load_document, parse_json, parse_yaml
 from chainnet.parsing import (
     ScenarioError,
+    ScenarioWarning,
     capacity,
+    coerce,
     finite,
     integer,
-    load_document,
-    mapping,
-    number,
-    optional,
+    items_of,
+    maybe,
     positive,
     probability,
+    real,
+    scenario_fields,
     sequence,
+    spec,
     text,
-    yaml_load,
 )
 
 DISCIPLINES = ("fcfs", "ps")
@@ -50,6 +54,13 @@ DISCIPLINES = ("fcfs", "ps")
 # another order (floating point) never flips an admission. Part of the semantics of every engine.
 MEMORY_SLACK = 1e-9
 DISTRIBUTIONS = ("det", "exp", "general")
+# The type of every field (numpy scalars made plain): objects built in code are checked like files.
+_DEVICE = spec(name=text, capacity=integer, speed=real, memory=maybe(real), discipline=text)
+_STAGE = spec(device=text, work=real, distribution=text, scv=maybe(real), job_memory=real)
+_STAGE += spec(exit_prob=real, exit_accuracy=maybe(real), fragment=maybe(text))
+_CHAIN = spec(name=text, arrival_rate=real, service=maybe(text))
+_REGION = spec(name=text, capacity=maybe(integer), memory=maybe(real))
+_SCENARIO = spec(name=text)
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,9 @@ class Device:
     speed: float = 1.0
     memory: float | None = None
     discipline: str = "fcfs"
+
+    def __post_init__(self) -> None:
+        coerce(self, _DEVICE)
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,9 @@ class Stage:
     exit_prob: float = 0.0
     exit_accuracy: float | None = None
     fragment: str | None = None
+
+    def __post_init__(self) -> None:
+        coerce(self, _STAGE)
 
     @property
     def service_scv(self) -> float:
@@ -92,7 +109,8 @@ class ServiceChain:
     service: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stages", tuple(self.stages))
+        coerce(self, _CHAIN)
+        object.__setattr__(self, "stages", items_of(self.stages, Stage, "ServiceChain.stages"))
         if self.service is None:
             object.__setattr__(self, "service", self.name)
 
@@ -107,7 +125,10 @@ class Region:
     memory: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "devices", tuple(self.devices))
+        devices = sequence(self.devices, "Region.devices")
+        devices = tuple(text(d, f"Region.devices[{k}]") for k, d in enumerate(devices))
+        object.__setattr__(self, "devices", devices)
+        coerce(self, _REGION)
 
 
 @dataclass(frozen=True)
@@ -119,11 +140,13 @@ class Scenario:
     _device_index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "devices", tuple(self.devices))
-        object.__setattr__(self, "chains", tuple(self.chains))
-        object.__setattr__(self, "regions", tuple(self.regions))
+        object.__setattr__(self, "devices", items_of(self.devices, Device, "Scenario.devices"))
+        object.__setattr__(self, "chains", items_of(self.chains, ServiceChain, "Scenario.chains"))
+        object.__setattr__(self, "regions", items_of(self.regions, Region, "Scenario.regions"))
+        coerce(self, _SCENARIO)
         _validate(self)
         object.__setattr__(self, "_device_index", {d.name: i for i, d in enumerate(self.devices)})
+        _warn_unadmittable(self)
 
     # ---- derived facts, used by every consumer -------------------------------------------------
     def device_of(self, stage: Stage) -> Device:
@@ -180,22 +203,14 @@ class Scenario:
 
     @classmethod
     def from_json(cls, text: str, where: str = "scenario") -> Scenario:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScenarioError(where, text[:40], f"not valid JSON ({exc})") from None
-        return cls.from_dict(data, where)
+        return cls.from_dict(parse_json(text, where), where)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str, where: str = "scenario") -> Scenario:
-        try:
-            data = yaml_load(text)
-        except yaml.YAMLError as exc:
-            raise ScenarioError(where, text[:40], f"not valid YAML ({exc})") from None
-        return cls.from_dict(data, where)
+        return cls.from_dict(parse_yaml(text, where), where)
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -204,7 +219,7 @@ class Scenario:
         try:
             return cls.from_dict(data)
         except ScenarioError as exc:
-            raise ScenarioError(f"{path}: {exc.where}", exc.value, exc.allowed) from None
+            raise exc.within(f"{path}: ") from None
 
 
 def _plain(obj: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
@@ -219,99 +234,21 @@ def _plain(obj: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
     return out
 
 
-def _parse_device(d: Any, where: str, index: int) -> Device:
-    keys = [f.name for f in fields(Device)]
-    d = mapping(d, where, keys, ["capacity"])
-    return Device(
-        name=text(d.get("name", f"d{index}"), f"{where}.name"),
-        capacity=integer(d["capacity"], f"{where}.capacity"),
-        speed=number(d.get("speed", 1.0), f"{where}.speed"),
-        memory=optional(d.get("memory"), number, f"{where}.memory"),
-        discipline=text(d.get("discipline", "fcfs"), f"{where}.discipline"),
-    )
-
-
-def _parse_stage(s: Any, where: str) -> Stage:
-    keys = [f.name for f in fields(Stage)]
-    s = mapping(s, where, keys, ["device", "work"])
-    return Stage(
-        device=text(s["device"], f"{where}.device"),
-        work=number(s["work"], f"{where}.work"),
-        distribution=text(s.get("distribution", "det"), f"{where}.distribution"),
-        scv=optional(s.get("scv"), number, f"{where}.scv"),
-        job_memory=number(s.get("job_memory", 0.0), f"{where}.job_memory"),
-        exit_prob=number(s.get("exit_prob", 0.0), f"{where}.exit_prob"),
-        exit_accuracy=optional(s.get("exit_accuracy"), number, f"{where}.exit_accuracy"),
-        fragment=optional(s.get("fragment"), text, f"{where}.fragment"),
-    )
-
-
-def _parse_chains(c: Any, where: str, index: int) -> list[ServiceChain]:
-    c = mapping(c, where, ["name", "arrival_rate", "stages", "routes", "service"], ["arrival_rate"])
-    name = text(c.get("name", f"c{index}"), f"{where}.name")
-    rate = number(c["arrival_rate"], f"{where}.arrival_rate")
-    if ("stages" in c) == ("routes" in c):
-        raise ScenarioError(where, sorted(c), "give exactly one of 'stages' or 'routes'")
-    if "stages" in c:
-        stages = [
-            _parse_stage(s, f"{where}.stages[{k}]")
-            for k, s in enumerate(sequence(c["stages"], f"{where}.stages"))
-        ]
-        service = optional(c.get("service"), text, f"{where}.service")
-        return [ServiceChain(name, rate, tuple(stages), service)]
-    routes = sequence(c["routes"], f"{where}.routes")
-    if not routes:
-        raise ScenarioError(f"{where}.routes", routes, "a service needs at least one route")
-    out, total = [], 0.0
-    for r, route in enumerate(routes):
-        rw = f"{where}.routes[{r}]"
-        route = mapping(route, rw, ["prob", "stages"], ["prob", "stages"])
-        p = number(route["prob"], f"{rw}.prob")
-        if not 0.0 < p <= 1.0:
-            raise ScenarioError(f"{rw}.prob", p, "allowed range is (0, 1]")
-        total += p
-        stages = [
-            _parse_stage(s, f"{rw}.stages[{k}]")
-            for k, s in enumerate(sequence(route["stages"], f"{rw}.stages"))
-        ]
-        out.append(ServiceChain(f"{name}/r{r}", p * rate, tuple(stages), name))
-    if abs(total - 1.0) > 1e-9:
-        raise ScenarioError(f"{where}.routes", total, "route probabilities must sum to 1")
-    return out
-
-
-def _parse_region(r: Any, where: str, index: int) -> Region:
-    keys = [f.name for f in fields(Region)]
-    r = mapping(r, where, keys, ["devices"])
-    return Region(
-        name=text(r.get("name", f"region{index}"), f"{where}.name"),
-        devices=tuple(
-            text(d, f"{where}.devices[{k}]")
-            for k, d in enumerate(sequence(r["devices"], f"{where}.devices"))
-        ),
-        capacity=optional(r.get("capacity"), integer, f"{where}.capacity"),
-        memory=optional(r.get("memory"), number, f"{where}.memory"),
-    )
-
-
 def _parse_scenario(data: Any, where: str) -> Scenario:
-    d = mapping(data, where, ["name", "devices", "chains", "regions"], ["devices", "chains"])
-    devices = [
-        _parse_device(x, f"{where}.devices[{i}]", i)
-        for i, x in enumerate(sequence(d["devices"], f"{where}.devices"))
+    """Build a scenario from the fields `scenario_fields` read (each named in errors by `where`)."""
+    f = scenario_fields(data, where)
+    chains = [
+        ServiceChain(
+            c["name"], c["arrival_rate"], tuple(Stage(**s) for s in c["stages"]), c["service"]
+        )
+        for c in f["chains"]
     ]
-    chains = []
-    for i, x in enumerate(sequence(d["chains"], f"{where}.chains")):
-        chains.extend(_parse_chains(x, f"{where}.chains[{i}]", i))
-    regions = [
-        _parse_region(x, f"{where}.regions[{i}]", i)
-        for i, x in enumerate(sequence(d.get("regions") or [], f"{where}.regions"))
-    ]
-    name = text(d.get("name", ""), f"{where}.name")
+    devices = tuple(Device(**d) for d in f["devices"])
+    regions = tuple(Region(**r) for r in f["regions"])
     try:
-        return Scenario(tuple(devices), tuple(chains), tuple(regions), name)
+        return Scenario(devices, tuple(chains), regions, f["name"])
     except ScenarioError as exc:
-        raise ScenarioError(f"{where}.{exc.where}", exc.value, exc.allowed) from None
+        raise exc.within(f"{where}.") from None
 
 
 def _validate(sc: Scenario) -> None:
@@ -390,3 +327,31 @@ def _validate(sc: Scenario) -> None:
             capacity(reg.capacity, f"{w}.capacity")
         if reg.memory is not None:
             positive(reg.memory, f"{w}.memory")
+
+
+def _warn_unadmittable(sc: Scenario) -> None:
+    """A `ScenarioWarning` for each stage whose job needs more memory than its device or one of
+    the device's regions has: no job is ever admitted there (legal, but surely not meant)."""
+    regions_of: dict[str, list[Region]] | None = None
+    for i, ch in enumerate(sc.chains):
+        for k, st in enumerate(ch.stages):
+            if st.job_memory <= 0:
+                continue
+            if regions_of is None:
+                regions_of = {}
+                for reg in sc.regions:
+                    for name in reg.devices:
+                        regions_of.setdefault(name, []).append(reg)
+            dev = sc.device_of(st)
+            limits = [(f"device {dev.name!r}", dev.memory)]
+            limits += [(f"region {r.name!r}", r.memory) for r in regions_of.get(dev.name, [])]
+            for what, memory in limits:
+                if memory is not None and st.job_memory > memory * (1 + MEMORY_SLACK):
+                    warnings.warn(
+                        f"chains[{i}].stages[{k}] (chain {ch.name!r}): job_memory "
+                        f"{st.job_memory:g} is more than the memory {memory:g} of {what}; no job "
+                        "is ever admitted there: every job reaching this stage is dropped (loss 1)",
+                        ScenarioWarning,
+                        stacklevel=4,
+                    )
+                    break

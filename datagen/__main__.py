@@ -5,16 +5,44 @@ from __future__ import annotations
 import json
 import sys
 
-import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from chainnet.cli.common import CONF, user_errors
+from chainnet.cli.common import check_config, command, user_errors
 from chainnet.configs import settings_from
+from chainnet.dataset.store import DatasetError
 from datagen.generate import Interrupted, generate
+
+
+def check_overrides(overrides: list[str], from_dataset: str | None) -> None:
+    """Refuse what would be silently ignored: a new key (`+bogus=1`: every setting is already in
+    the config), and any scenario setting with from_dataset (its scenarios are the source's); and
+    from_dataset without out= (the default, data/<preset>, is the preset's dataset)."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    if from_dataset and "out" not in keys:
+        raise DatasetError(
+            "out: give the folder of the re-simulated dataset (with from_dataset, the default "
+            "data/<preset> is the preset's own dataset)"
+        )
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key.startswith("+") and not key.startswith("++"):
+            raise DatasetError(
+                f"{key[1:]}: not a setting of python -m datagen (conf/datagen.yaml and the "
+                "scenario preset list them all)"
+            )
+        key = key.lstrip("+~")
+        if from_dataset and (key == "scenario" or key.startswith("scenario.")):
+            raise DatasetError(
+                f"{key}: not used with from_dataset, whose scenarios are those of "
+                f"{from_dataset}; remove it (or leave out from_dataset)"
+            )
 
 
 def run(cfg: DictConfig) -> dict:
     from_dataset = cfg.get("from_dataset")
+    if HydraConfig.initialized():
+        check_overrides(list(HydraConfig.get().overrides.task), from_dataset)
     settings, engine = settings_from(cfg.simulator)
     summary = generate(
         n=cfg.n,
@@ -34,9 +62,10 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="datagen")
+@command("datagen")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_config(cfg)
         try:
             run(cfg)
         except Interrupted as exc:

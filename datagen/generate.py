@@ -12,6 +12,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -26,11 +27,14 @@ from tqdm import tqdm
 from chainnet.dataset.store import (
     DatasetError,
     DatasetStore,
+    boolean,
+    check_dataset,
     code_version,
     positive_int,
     read_table,
 )
 from chainnet.dataset.tables import TABLES, simulated_rows
+from chainnet.parsing import ScenarioWarning
 from chainnet.scenario import Scenario
 from chainnet.sim import ENGINES, SimulatorSettings, simulate
 from datagen.executors import EXECUTORS, resolve_workers, run_dask, run_local
@@ -62,21 +66,32 @@ def make_sample(recipe: Recipe, task: tuple[int, str | None]) -> tuple[int, dict
     """Sample i: draw (or take) its scenario, simulate it, return its table rows."""
     i, scenario_json = task
     scenario_ss, simulation_ss = sample_seeds(recipe.seed, i)
-    if scenario_json is None:
-        sc = _sampler(recipe.preset_json)(np.random.default_rng(scenario_ss), name=f"s{i}")
-    else:
-        sc = Scenario.from_json(scenario_json, where=f"sample {i}")
+    with warnings.catch_warnings():
+        # A drawn stage whose job outgrows its memory is a legal sample: its label (loss 1) is
+        # what the data should hold, and a warning per sample would only be noise.
+        warnings.simplefilter("ignore", ScenarioWarning)
+        if scenario_json is None:
+            sc = _sampler(recipe.preset_json)(np.random.default_rng(scenario_ss), name=f"s{i}")
+        else:
+            sc = Scenario.from_json(scenario_json, where=f"sample {i}")
     res = simulate(sc, simulation_ss, recipe.settings, engine=recipe.engine)
     return i, simulated_rows(i, sc, res)
+
+
+# `n` left out: the recorded n when resuming, this many for a new dataset of a preset, and every
+# sample of the source with from_dataset.
+DEFAULT_N = 1000
 
 
 def _source_scenarios(source: str | Path, n: int | None) -> tuple[list[str], dict]:
     """Scenario JSON of every sample of an existing dataset, in sample order, and its manifest."""
     root = Path(source)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
+    if not (root / "manifest.json").is_file():
         raise DatasetError(f"from_dataset: {root} is not a dataset folder (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = check_dataset(root)
+    except DatasetError as exc:
+        raise DatasetError(f"from_dataset: {exc}") from None
     if not manifest.get("complete") or not manifest.get("shards"):
         raise DatasetError(
             f"from_dataset: {root} is not a complete dataset; finish it (run its command again)"
@@ -88,6 +103,26 @@ def _source_scenarios(source: str | Path, n: int | None) -> tuple[list[str], dic
     if n is not None and n > len(ids):
         raise DatasetError(f"n: got {n}; {root} holds only {len(ids)} samples")
     return samples["scenario"].tolist()[: n or len(ids)], manifest
+
+
+def _origin(
+    n: int | None, preset: dict | None, from_dataset: str | Path | None
+) -> tuple[int | None, str | None, list[str] | None, dict[str, Any]]:
+    """(n, the preset as JSON, the source's scenarios, what the data come from), all checked."""
+    if n is not None:
+        n = positive_int("n", n)
+    if from_dataset is None:
+        make_sampler(preset)  # validates the preset before anything is written
+        return n, json.dumps(preset, sort_keys=True), None, {"scenario": preset}
+    scenarios, src_manifest = _source_scenarios(from_dataset, n)
+    checksums = {k: v["sha256"] for k, v in src_manifest["shards"].items()}
+    origin = {
+        "from_dataset": str(Path(from_dataset).resolve()),
+        "source_identity": src_manifest.get("identity"),
+        # the source's content, not just its name: a changed source is another config
+        "source_digest": hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest(),
+    }
+    return len(scenarios), None, scenarios, origin
 
 
 def generate(
@@ -105,7 +140,10 @@ def generate(
     from_dataset: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Create or resume the dataset at `out`; returns a summary. Checks everything before work."""
+    """Create or resume the dataset at `out`; returns a summary. Checks everything before work.
+
+    `n=None`: the n the folder's dataset records (resuming), else DEFAULT_N samples of the preset,
+    or every sample of `from_dataset`."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DatasetError(f"seed: got {seed!r}; expected an integer >= 0")
     shard_size = positive_int("shard_size", shard_size)
@@ -114,27 +152,8 @@ def generate(
         raise DatasetError(f"simulator.engine: got {engine!r}; one of {ENGINES}")
     if executor not in EXECUTORS:
         raise DatasetError(f"executor: got {executor!r}; one of {EXECUTORS}")
-    sources: list[str | None]
-    if from_dataset is None:
-        n = positive_int("n", n)
-        make_sampler(preset)  # validates the preset before anything is written
-        preset_json = json.dumps(preset, sort_keys=True)
-        sources = [None] * n
-        origin: dict[str, Any] = {"scenario": preset}
-    else:
-        if n is not None:
-            n = positive_int("n", n)
-        scenarios, src_manifest = _source_scenarios(from_dataset, n)
-        n, preset_json, sources = len(scenarios), None, list(scenarios)
-        checksums = {k: v["sha256"] for k, v in src_manifest["shards"].items()}
-        origin = {
-            "from_dataset": str(Path(from_dataset).resolve()),
-            "source_identity": src_manifest.get("identity"),
-            # the source's content, not just its name: a changed source is another config
-            "source_digest": hashlib.sha256(
-                json.dumps(checksums, sort_keys=True).encode()
-            ).hexdigest(),
-        }
+    boolean("progress", progress)
+    n, preset_json, scenarios, origin = _origin(n, preset, from_dataset)
     # n is not part of the identity: sample i depends only on (seed, i), so a larger n extends
     # the same dataset.
     identity = {
@@ -143,17 +162,17 @@ def generate(
         "shard_size": shard_size,
         "simulator": asdict(settings),
     }
-    code = code_version()
-    store = DatasetStore(out, identity, shard_size, code)
-    recorded = store.manifest.get("n")
-    if recorded is not None and n < recorded:
-        store.close()
-        raise DatasetError(
-            f"n: got {n}; {out} holds a dataset of this config with n={recorded}. Give "
-            f"n={recorded} (or more, to extend it), or another out= folder."
-        )
-    recipe = Recipe(seed, preset_json, settings, engine)
+    store = DatasetStore(out, identity, shard_size, code_version())
     try:
+        recorded = store.manifest.get("n")
+        n = n or recorded or DEFAULT_N
+        if recorded is not None and n < recorded:
+            raise DatasetError(
+                f"n: got {n}; {out} holds a dataset of this config with n={recorded}. Give "
+                f"n={recorded} (or more, to extend it), or another out= folder."
+            )
+        sources = scenarios if scenarios is not None else [None] * n
+        recipe = Recipe(seed, preset_json, settings, engine)
         return _run(store, recipe, sources, workers, executor, dask_address, progress)
     finally:
         store.close()

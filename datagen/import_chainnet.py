@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import hydra
 import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from chainnet.cli.common import CONF, user_errors
+from chainnet.cli.common import check_config, command, user_errors
 from chainnet.dataset.published import read_chainnet_split
-from chainnet.dataset.store import DatasetStore, code_version, positive_int
+from chainnet.dataset.store import DatasetStore, boolean, code_version, positive_int
 from chainnet.dataset.tables import TABLES, scenario_rows
 
 SEMANTICS = {
@@ -33,6 +32,7 @@ SEMANTICS = {
 
 def import_split(src: str | Path, out: str | Path, shard_size: int = 1000, progress=True) -> int:
     positive_int("shard_size", shard_size)
+    boolean("progress", progress)
     samples = read_chainnet_split(src)
     if not samples or not samples[0].labels:
         raise ValueError(f"src: {src} has no label files; nothing to import as a labelled dataset")
@@ -73,9 +73,10 @@ def _write(store: DatasetStore, samples, shard_size: int, progress: bool) -> Non
     store.save(complete=True)
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="import_chainnet")
+@command("import_chainnet")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_config(cfg)
         n = import_split(cfg.src, cfg.out, cfg.shard_size, cfg.progress)
     print(f"imported {n} samples into {cfg.out}")
 

@@ -79,9 +79,9 @@ def test_the_chain_gru_reads_hops_in_order():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="model.device_agg"):
+    with pytest.raises(ValueError, match="model.net.device_agg"):
         ChainNet(device_agg="sage")
-    with pytest.raises(ValueError, match="model.rounds"):
+    with pytest.raises(ValueError, match="model.net.rounds"):
         ChainNet(rounds=0)
 
 

@@ -77,12 +77,14 @@ def test_vectorised_stopping_rule_equals_the_per_chain_estimates():
 
 
 def test_a_stage_that_can_never_admit_is_all_loss():
+    from chainnet.parsing import ScenarioWarning
     from chainnet.scenario import Device, Scenario, ServiceChain, Stage
 
-    sc = Scenario(
-        [Device("a", capacity=5, memory=1.0)],
-        [ServiceChain("c", 1.0, [Stage("a", 0.5, job_memory=2.0)])],
-    )
+    with pytest.warns(ScenarioWarning, match="no job is ever admitted"):
+        sc = Scenario(
+            [Device("a", capacity=5, memory=1.0)],
+            [ServiceChain("c", 1.0, [Stage("a", 0.5, job_memory=2.0)])],
+        )
     res = simulate(sc, 0, SimulatorSettings(max_arrivals=50_000))
     assert res.chains[0]["loss_ratio"] == 1.0 and res.stop_reason == "precision"
     assert np.isnan(res.chains[0]["response_time"])

@@ -244,6 +244,8 @@ def test_optimize_cli_end_to_end(tiny_checkpoint, tmp_path, monkeypatch, capsys)
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # a model trained on dsn24 scores edge deployments: the command says it extrapolates
+    assert "candidates scored have inputs outside the training ranges" in proc.stderr
     result = json.loads((run / "result.json").read_text())
     assert result["scorer"] == "surrogate" and result["scored"] > 10
     assert result["budget_evals"] == 200 and result["budget_s"] is None

@@ -7,12 +7,12 @@ predictions.csv and pred_vs_sim.png to the run's output folder, and prints the m
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from chainnet.cli.common import CONF, user_errors
+from chainnet.cli.common import check_config, command, user_errors
 from chainnet.learn.data import QoSDataset
 from chainnet.learn.evaluation import (
     evaluate,
@@ -21,7 +21,7 @@ from chainnet.learn.evaluation import (
     predict_graphs,
 )
 from chainnet.learn.plots import plot_predictions
-from chainnet.learn.surrogate import Surrogate
+from chainnet.learn.surrogate import RangesUnknownWarning, Surrogate
 
 
 def run_eval(cfg: DictConfig):
@@ -34,7 +34,9 @@ def run_eval(cfg: DictConfig):
         if not cfg.ckpt_path:
             raise ValueError("ckpt_path: give a checkpoint of train.py, or analytic=true")
         name = Path(cfg.ckpt_path).name
-        net = Surrogate.load(cfg.ckpt_path).net
+        with warnings.catch_warnings():  # eval does not use the training ranges
+            warnings.simplefilter("ignore", RangesUnknownWarning)
+            net = Surrogate.load(cfg.ckpt_path).net  # refuses a damaged checkpoint, in one line
         pred = predict_graphs(net, QoSDataset(root, split, fractions), cfg.data.batch_size)
     table, df = evaluate(root, pred)
     out = Path(cfg.paths.output_dir)
@@ -48,9 +50,10 @@ def run_eval(cfg: DictConfig):
     return table
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="eval")
+@command("eval")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_config(cfg)
         run_eval(cfg)
 
 

@@ -11,13 +11,13 @@ convergence.png (best objective against time).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from chainnet.cli.common import CONF, user_errors
+from chainnet.cli.common import check_config, command, user_errors
 from chainnet.configs import settings_from
 from chainnet.optim.problem import Problem
 from chainnet.optim.report import describe_space, report, write_outputs
@@ -40,13 +40,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )  # fmt: skip
     summary = write_outputs(outcome, cfg.paths.output_dir, label)
     print(report(outcome))
+    tally = getattr(scorer, "tally", None)  # the surrogate's out-of-range count
+    warning = tally and tally.warning(
+        "candidates scored",
+        "the surrogate extrapolates there; the best were confirmed by simulation",
+    )
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"outputs in {Path(cfg.paths.output_dir)}")
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="optimize")
+@command("optimize")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_config(cfg)
         run(cfg)
 
 

@@ -3,21 +3,23 @@
 Scores every scenario of a YAML or JSON file with a trained model: one row per chain (see
 `chainnet.learn.surrogate`). The file holds one scenario, a list of them, or `{scenarios: [...]}`.
 Scenarios that fail validation are reported by index and name, and the others are still scored;
-the exit code is then 1 (2 when nothing could be scored).
+the exit code is then 1 (2 when nothing could be scored). A damaged or non-finite checkpoint is
+refused with one line. One warning line counts the chains whose inputs lie outside the ranges the
+checkpoint was trained on (the `out_of_range` and `out_of_range_why` columns say which).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from chainnet.cli.common import CONF, user_errors
-from chainnet.learn.surrogate import Surrogate
+from chainnet.cli.common import check_config, command, user_errors
+from chainnet.learn.surrogate import RangesUnknownWarning, Surrogate, out_of_range_warning
 from chainnet.scenario import Scenario, ScenarioError, load_document
 
 
@@ -25,10 +27,17 @@ def read_scenarios(path: str | Path) -> tuple[list[Scenario], list[str]]:
     """(the valid scenarios, one message per invalid one, naming its index and name)."""
     doc: Any = load_document(path)
     if isinstance(doc, dict) and "scenarios" in doc:
+        others = sorted(set(doc) - {"scenarios"})
+        if others:
+            raise ScenarioError(
+                f"{path}: {others[0]}", doc[others[0]], "unknown key beside scenarios: [...]"
+            )
         doc = doc["scenarios"]
     elif isinstance(doc, dict):
         doc = [doc]
-    if not isinstance(doc, list) or not doc:
+    if isinstance(doc, list) and not doc:
+        raise ScenarioError("scenarios", str(path), "the list of scenarios is empty; give one")
+    if not isinstance(doc, list):
         raise ScenarioError(
             "scenarios", str(path), "a scenario, a list of them or {scenarios: [...]}"
         )
@@ -45,7 +54,9 @@ def read_scenarios(path: str | Path) -> tuple[list[Scenario], list[str]]:
 def run(cfg: DictConfig) -> int:
     if not cfg.ckpt_path:
         raise ValueError("ckpt_path: give a checkpoint of train.py")
-    surrogate = Surrogate.load(cfg.ckpt_path)
+    with warnings.catch_warnings():  # said once below, as a note
+        warnings.simplefilter("ignore", RangesUnknownWarning)
+        surrogate = Surrogate.load(cfg.ckpt_path)
     scenarios, bad = read_scenarios(cfg.scenarios)
     for line in bad:
         print(f"invalid, not scored: {line}", file=sys.stderr)
@@ -64,6 +75,8 @@ def run(cfg: DictConfig) -> int:
     shown = ["scenario", "name", "chain_name", "throughput", "loss_ratio", "response_time"]
     if df["accuracy"].notna().any():
         shown.append("accuracy")
+    if surrogate.ranges_known:
+        shown.append("out_of_range")
     print(df[shown].head(cfg.show).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     if len(df) > cfg.show:
         print(f"... {len(df) - cfg.show} more rows")
@@ -71,12 +84,21 @@ def run(cfg: DictConfig) -> int:
         f"scored {len(scenarios)} scenarios ({len(df)} chains) in {took * 1e3:.1f} ms; "
         f"{len(bad)} invalid; predictions in {out}"
     )
+    if not surrogate.ranges_known:
+        print(surrogate.ranges_note, file=sys.stderr)
+    flagged = df["out_of_range"].astype("float64")  # <NA> (unknown) -> NaN
+    warning = out_of_range_warning(
+        flagged, df["out_of_range_why"], "chains", "see the out_of_range column"
+    )
+    if warning:
+        print(warning, file=sys.stderr)
     return 1 if bad else 0
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="score")
+@command("score")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_config(cfg)
         code = run(cfg)
     sys.exit(code)
 

@@ -1,21 +1,22 @@
 """`python -m chainnet.simulate scenario_file=...`: simulate one scenario and print its QoS.
 
-Writes chains.csv, stages.csv and devices.csv (and the resolved config) to the run's output folder.
+Writes chains.csv, stages.csv and devices.csv (and the resolved config) to the run's output folder,
+plain numbers only: a chain's per-stage exit fractions are columns of stages.csv, one row per stage,
+as in the dataset tables (`chainnet.dataset.tables`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from chainnet.cli.common import CONF, user_errors
+from chainnet.cli.common import check_config, command, user_errors
 from chainnet.configs import settings_from
 from chainnet.scenario import Scenario
-from chainnet.sim import make_engine
+from chainnet.sim import SimulationResult, make_engine
 
 CHAIN_COLUMNS = [
     "chain",
@@ -34,10 +35,25 @@ def qos_table(chains: pd.DataFrame) -> str:
     return chains[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}")
 
 
+PER_STAGE = ("exit_fraction", "exit_fraction_hw")  # lists in a chain's labels: one value per stage
+HINTS = {
+    "debug": "to assert every region limit after each admission, use check_limits=true "
+    "(conf/debug/ is a config group of train.py)"
+}
+
+
+def stage_frame(res: SimulationResult) -> pd.DataFrame:
+    """A row per stage: arrivals, drops, and the chain's exit fraction there (and half-width)."""
+    stages = res.stage_frame()
+    for key in PER_STAGE:
+        stages[key] = [float(v) for chain in res.chains for v in chain[key]]
+    return stages
+
+
 def run(cfg: DictConfig) -> pd.DataFrame:
     scenario = Scenario.load(cfg.scenario_file)
     settings, engine_name = settings_from(cfg.simulator)
-    engine = make_engine(scenario, cfg.seed, settings, engine_name, debug=cfg.debug)
+    engine = make_engine(scenario, cfg.seed, settings, engine_name, debug=cfg.check_limits)
     bar = tqdm(
         total=settings.max_arrivals,
         unit="arrival",
@@ -50,8 +66,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     chains = res.chain_frame()
-    chains.to_csv(out / "chains.csv", index=False)
-    res.stage_frame().to_csv(out / "stages.csv", index=False)
+    chains.drop(columns=list(PER_STAGE)).to_csv(out / "chains.csv", index=False)
+    stage_frame(res).to_csv(out / "stages.csv", index=False)
     res.device_frame().to_csv(out / "devices.csv", index=False)
     print(f"\n{scenario.name or cfg.scenario_file}: per-chain QoS")
     print(qos_table(chains))
@@ -64,9 +80,10 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     return chains
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="simulate")
+@command("simulate", hints=HINTS)
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_config(cfg)
         run(cfg)
 
 

@@ -1,20 +1,24 @@
 """Training: `python train.py model=chainnet_gin data.root=data/dsn24` (Hydra + Lightning).
 
 Everything is built from config (conf/train.yaml and its groups). Returns the metric named by
-`optimized_metric`, so Optuna sweeps work; a wandb run, when used, is always finished.
+`optimized_metric`, so Optuna sweeps work; a wandb run, when used, is always finished. A setting
+a class refuses (`model.net.hidden=0`) ends in one line naming it, and a checkpoint to resume from
+(`ckpt_path=`) is checked before Lightning reads it (`chainnet.learn.checkpoint.check_resume`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from chainnet.cli.common import CONF, user_errors
+from chainnet.cli.common import check_config, command, user_errors
+from chainnet.learn.checkpoint import check_resume
 from chainnet.learn.evaluation import report
 
 
@@ -24,22 +28,50 @@ class Trained(NamedTuple):
     module: L.LightningModule  # the model as training left it (the weights of last.ckpt)
 
 
+# What a class raises for a setting it refuses (Hydra's own: a target it cannot find).
+REFUSED = (ValueError, TypeError, ImportError, MisconfigurationException, InstantiationException)
+# Values of ckpt_path that Lightning resolves itself (to a file of this run's checkpoint folder).
+LIGHTNING_CKPT = ("last", "best", "hpc", "registry")
+
+
+def build(node: Any, key: str, **kwargs: Any) -> Any:
+    """`instantiate(node)`, with a refused setting as one ValueError naming `key` (Hydra wraps the
+    class's own error in one or more InstantiationExceptions)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause: BaseException = exc
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if not isinstance(cause, REFUSED):
+            raise  # not a setting's fault: the traceback is worth having
+        text = str(cause).strip()
+        line = text.splitlines()[0] if text else type(cause).__name__
+        raise ValueError(line if line.startswith(key) else f"{key}: {line}") from exc
+
+
 def train(cfg: DictConfig) -> Trained:
     """Fit (and test) as configured: the logged metrics, the best checkpoint and the model."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, _recursive_=False)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+    datamodule = build(cfg.data, "data")
+    model = build(cfg.model, "model", _recursive_=False)
+    callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
+    loggers = [build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items()]
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    resume = cfg.get("ckpt_path")
+    if resume and cfg.get("train", True) and str(resume) not in LIGHTNING_CKPT:
+        check_resume(resume, model)  # one line, before Lightning reads it
     try:
         if cfg.get("train", True):
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
         if cfg.get("test", False):
-            trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
+            trainer.test(
+                model=model, datamodule=datamodule, ckpt_path=best or None, weights_only=True
+            )
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
             report(
                 model.net,
@@ -56,9 +88,10 @@ def train(cfg: DictConfig) -> Trained:
     return Trained(metrics, best or None, model)
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="train")
+@command("train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
+        check_config(cfg, open_groups=("model", "trainer", "callbacks", "logger"))
         metrics = train(cfg).metrics
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None

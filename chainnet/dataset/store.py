@@ -1,24 +1,22 @@
 """A dataset on disk: sharded Parquet tables and a manifest, written so nothing is ever corrupt.
 
-Layout (read any table with plain pandas: `pd.read_parquet("data/dsn24/chains")`):
-
     out/manifest.json                 config, seed, counts, versions, a sha256 per shard file
-    out/samples/part-00000.parquet    one folder per table, one file per shard
-    out/chains/part-00000.parquet
-    out/stages/...  out/devices/...
+    out/samples/part-00000.parquet    one folder per table, one file per shard (shard k holds
+    out/chains/part-00000.parquet     samples [k * shard_size, (k + 1) * shard_size))
 
-Shard k holds samples [k * shard_size, (k + 1) * shard_size). Each file is written to a hidden
-temporary name (pandas and pyarrow ignore names starting with '.'), flushed to disk and renamed;
-the manifest, rewritten the same way after every shard, is the only record of which shards are
-done. A shard file not in the manifest is an interrupted write: it is deleted and written again.
+A shard's files are written under hidden temporary names (`.part-00000.parquet.tmp`, which pandas
+ignores) and flushed; the manifest records them under `writing`, they are renamed into place, and
+the record moves to `shards`. The manifest (rewritten the same way) is the only record of what is
+done, so a run recognises every file it wrote and deletes nothing else. Reading and checking
+(`read_table`, `verify`) live in `chainnet.dataset.reader` and are importable from here too.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Mapping
@@ -28,27 +26,44 @@ from typing import Any
 
 import pandas as pd
 
-from chainnet.dataset.tables import TABLE_KEYS, TABLES
+from chainnet.dataset.reader import (
+    FORMAT,
+    FORMAT_VERSION,
+    INTERRUPTED,
+    MANIFEST,
+    DatasetError,
+    check_dataset,
+    file_problems,
+    read_manifest,
+    read_table,
+    sha256,
+    unrecorded,
+    verify,
+)
+from chainnet.dataset.tables import TABLES
 
-FORMAT = "chainnet-dataset"
-FORMAT_VERSION = 1
+__all__ = [
+    "DatasetError",
+    "DatasetStore",
+    "boolean",
+    "check_dataset",
+    "code_version",
+    "positive_int",
+    "read_table",
+    "verify",
+]
+
 LOCK = ".lock"
+# Our temporary files, by their exact names (`_temporary`): the only unrecorded files a run deletes.
+TEMPORARY_SHARD = re.compile(r"\.part-\d{5,}\.parquet\.tmp")
 
 
-class DatasetError(ValueError):
-    """The output folder cannot be used as asked; the message says why and what to do."""
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _temporary(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -56,12 +71,13 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_write_frame(path: Path, df: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def _write_frame_aside(path: Path, df: pd.DataFrame) -> Path:
+    """Write `df` under the temporary name of `path`, flushed to disk; returns that name."""
+    tmp = _temporary(path)
     df.to_parquet(tmp, index=False)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
 
 
 def code_version() -> dict[str, str | None]:
@@ -97,12 +113,20 @@ def positive_int(name: str, v: Any) -> int:
     return v
 
 
+def boolean(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise DatasetError(f"{name}: got {v!r}; expected true or false")
+    return v
+
+
 class DatasetStore:
     """Open (create or resume) the dataset at `root` made with `identity`.
 
     Holds an exclusive lock on the folder until `close()` (or the process ends), so two runs never
-    write into one dataset. On opening, a recorded shard whose files are missing or fail their
-    checksum is forgotten (it will be made again), and files no record mentions are deleted.
+    write into one dataset. On opening it refuses a folder holding files it did not write (naming
+    one), before changing anything; then it removes its own temporary files, finishes or undoes an
+    interrupted shard write, and forgets (and removes) recorded shards whose files are missing or
+    fail their checksum, so they are made again.
     """
 
     def __init__(
@@ -116,7 +140,7 @@ class DatasetStore:
         self.identity = identity
         self.shard_size = positive_int("shard_size", shard_size)
         self.code = code or {}
-        self.manifest_path = self.root / "manifest.json"
+        self.manifest_path = self.root / MANIFEST
         if self.root.exists() and not self.root.is_dir():
             raise DatasetError(f"out: {self.root} is a file, not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -128,95 +152,117 @@ class DatasetStore:
             raise DatasetError(
                 f"{self.root}: another run is writing this dataset; wait for it to finish"
             ) from None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
         if self.manifest_path.exists():
-            self.manifest = self._load_manifest()
+            self.manifest = read_manifest(self.root)
             recorded = dict(self.manifest.get("identity", {}))
-            if "n" not in identity:  # datasets made before n left the identity
+            if "n" not in self.identity:  # datasets made before n left the identity
                 recorded.pop("n", None)
-            diff = _differences(identity, recorded)
+            diff = _differences(self.identity, recorded)
             if diff:
-                self.close()
                 raise DatasetError(
                     f"{self.root} holds a dataset made with another config ("
                     + "; ".join(diff[:4])
                     + "). Use another out= folder, or delete this one to start again."
                 )
-            self.manifest["identity"] = identity
-        else:
-            if not self._only_interrupted_leftovers():
-                self.close()
+            self.manifest["identity"] = self.identity
+            self.manifest.setdefault("writing", {})
+            foreign = [
+                (r, why) for r, why in unrecorded(self.root, self.manifest) if why != INTERRUPTED
+            ]
+            if foreign:
+                (rel, why), more = foreign[0], len(foreign) - 1
                 raise DatasetError(
-                    f"{self.root} is not empty and holds no manifest.json: refusing to write a "
-                    "dataset into it. Use an empty or new out= folder."
+                    f"{self.root / rel}: {why}, and pandas would read it as data. Move it out of "
+                    f"{self.root} and run again"
+                    + (f" (and {more} more)" if more else "")
+                    + ". Nothing was changed."
                 )
+        else:
+            self._refuse_unless_first_run_leftovers()
             self.manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
-                "identity": identity,
+                "identity": self.identity,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "created_with": self.code,
                 "shards": {},
+                "writing": {},
             }
             self.save()  # the manifest first: from here on the folder is recognisably ours
         for table in TABLES:
             (self.root / table).mkdir(exist_ok=True)
+        self._remove_temporary()
+        self._finish_interrupted_writes()
         self.repaired = self._forget_damaged()
-        self._remove_unrecorded()
 
     def close(self) -> None:
         if not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
 
-    def _only_interrupted_leftovers(self) -> bool:
-        """True if the folder holds nothing but what an interrupted first run could leave."""
-        for entry in self.root.iterdir():
-            if entry.name in (LOCK, f".{self.manifest_path.name}.tmp"):
+    def _refuse_unless_first_run_leftovers(self) -> None:
+        """A folder without a manifest is used only if it holds nothing but what an interrupted
+        first run can leave: the lock, a temporary manifest, table folders of temporary files."""
+        for entry in sorted(self.root.iterdir()):
+            if entry.name in (LOCK, _temporary(self.manifest_path).name):
                 continue
-            ours = entry.is_dir() and entry.name in TABLES
-            if ours and all(
-                f.is_file() and f.name.startswith(("part-", ".part-")) for f in entry.iterdir()
-            ):
-                continue
-            return False
-        return True
+            if entry.is_dir() and entry.name in TABLES:
+                found = [
+                    f for f in sorted(entry.iterdir()) if not TEMPORARY_SHARD.fullmatch(f.name)
+                ]
+                if not found:
+                    continue
+                entry = found[0]
+            raise DatasetError(
+                f"{self.root} is not empty and holds no {MANIFEST} (found "
+                f"{entry.relative_to(self.root)}): refusing to write a dataset into it. If it is a "
+                f"dataset whose {MANIFEST} was lost, put it back; otherwise use an empty or new "
+                "out= folder."
+            )
+
+    def _remove_temporary(self) -> None:
+        for table in TABLES:
+            for entry in (self.root / table).iterdir():
+                if TEMPORARY_SHARD.fullmatch(entry.name) and entry.is_file():
+                    entry.unlink()
+
+    def _finish_interrupted_writes(self) -> None:
+        """A shard write the manifest records as under way: if every file was renamed into place
+        (and matches), record it; otherwise remove the files it had renamed, and it is made again.
+        A file of an older recorded version of the shard that is still intact stays."""
+        writing = self.manifest["writing"]
+        if not writing:
+            return
+        for k, record in list(writing.items()):
+            if not file_problems(self.root, record):
+                self.manifest["shards"][k] = record
+            else:
+                old = self.manifest["shards"].get(k, {}).get("sha256", {})
+                for rel in record["sha256"]:
+                    path = self.root / rel
+                    if path.is_file() and old.get(rel) != sha256(path):
+                        path.unlink()
+            del writing[k]
+        self.save()
 
     def _forget_damaged(self) -> list[str]:
-        damaged = [
-            k for k, shard in self.manifest["shards"].items() if file_problems(self.root, shard)
-        ]
+        shards = self.manifest["shards"]
+        damaged = [k for k, shard in shards.items() if file_problems(self.root, shard)]
         for k in damaged:
-            del self.manifest["shards"][k]
+            for rel in shards[k]["sha256"]:  # our own files: removed, so nothing is unrecorded
+                (self.root / rel).unlink(missing_ok=True)
+            del shards[k]
         if damaged:
             self.manifest["complete"] = False
             self.save()
         return damaged
-
-    def _load_manifest(self) -> dict[str, Any]:
-        try:
-            m = json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{self.manifest_path} cannot be read: {exc}") from None
-        if m.get("format") != FORMAT:
-            raise DatasetError(f"{self.manifest_path} is not a {FORMAT} manifest")
-        if m.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(
-                f"{self.manifest_path} has format version {m.get('format_version')}; this code "
-                f"reads version {FORMAT_VERSION}"
-            )
-        return m
-
-    def _remove_unrecorded(self) -> None:
-        """Delete temporary files and shard files the manifest does not record (interrupted)."""
-        recorded = {
-            f"{table}/{name}"
-            for s in self.manifest["shards"].values()
-            for table, name in s["files"]
-        }
-        for table in TABLES:
-            for path in (self.root / table).iterdir():
-                if f"{table}/{path.name}" not in recorded:
-                    path.unlink()
 
     @staticmethod
     def shard_name(k: int) -> str:
@@ -230,20 +276,25 @@ class DatasetStore:
         return {int(k): range(*s["samples"]) for k, s in self.manifest["shards"].items()}
 
     def write_shard(self, k: int, tables: dict[str, pd.DataFrame], extra: dict[str, Any]) -> None:
+        """Write shard k: files aside, their record under `writing`, renames, then the record."""
         name = self.shard_name(k)
-        files = []
-        for table in TABLES:
-            path = self.root / table / name
-            _atomic_write_frame(path, tables[table])
-            files.append((table, name))
-        self.manifest["shards"][str(k)] = {
+        files = [(table, name) for table in TABLES]
+        aside = {
+            table: _write_frame_aside(self.root / table / name, tables[table]) for table in TABLES
+        }
+        record = {
             "samples": [k * self.shard_size, k * self.shard_size + len(tables["samples"])],
             "rows": {t: len(tables[t]) for t in TABLES},
             "files": files,
-            "sha256": {f"{t}/{n}": sha256(self.root / t / n) for t, n in files},
+            "sha256": {f"{t}/{name}": sha256(aside[t]) for t in TABLES},
             "code": self.code,
             **extra,
         }
+        self.manifest["writing"][str(k)] = record
+        self.save()
+        for table in TABLES:
+            os.replace(aside[table], self.root / table / name)
+        self.manifest["shards"][str(k)] = self.manifest["writing"].pop(str(k))
         self.save()
 
     def save(self, **fields: Any) -> None:
@@ -254,52 +305,3 @@ class DatasetStore:
         }
         text = json.dumps(self.manifest, indent=1, sort_keys=True)
         _atomic_write_bytes(self.manifest_path, text.encode())
-
-
-def file_problems(root: Path, shard: dict[str, Any]) -> list[str]:
-    """What is wrong with a recorded shard's files: missing, or not matching their checksum."""
-    problems = []
-    for rel, digest in shard.get("sha256", {}).items():
-        f = root / rel
-        if not f.is_file():
-            problems.append(f"{rel} is missing")
-        elif sha256(f) != digest:
-            problems.append(f"{rel} does not match its checksum")
-    return problems
-
-
-def verify(root: str | Path) -> list[str]:
-    """Check every shard file against the manifest; returns the problems found (empty if none).
-
-    An unfinished dataset is reported too: it is consistent, but not all of it is there yet.
-    """
-    root = Path(root)
-    path = root / "manifest.json"
-    if not path.is_file():
-        return [f"{path}: no manifest (not a dataset folder)"]
-    try:
-        manifest = json.loads(path.read_text())
-        shards = manifest["shards"]
-        records = sorted(shards.items(), key=lambda kv: int(kv[0]))
-        for _, shard in records:
-            shard["sha256"].items()
-            range(*shard["samples"])
-    except (json.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as exc:
-        return [f"{path}: not a valid {FORMAT} manifest ({type(exc).__name__}: {exc})"]
-    problems = [f"shard {k}: {p}" for k, shard in records for p in file_problems(root, shard)]
-    n = manifest.get("n")
-    ids = sorted(i for s in shards.values() for i in range(*s["samples"]))
-    if n is not None and ids != list(range(n)):
-        problems.append(
-            f"incomplete: {len(ids)} of {n} samples are recorded; run the same command again"
-            " to finish it"
-        )
-    return problems
-
-
-def read_table(root: str | Path, table: str) -> pd.DataFrame:
-    """A whole table, sorted by its keys (what `pd.read_parquet(root / table)` gives, in order)."""
-    if table not in TABLE_KEYS:
-        raise DatasetError(f"table: got {table!r}; one of {TABLES}")
-    df = pd.read_parquet(Path(root) / table)
-    return df.sort_values(TABLE_KEYS[table]).reset_index(drop=True)

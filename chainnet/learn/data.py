@@ -3,7 +3,9 @@
 
     ds = QoSDataset("data/dsn24", split="train")
 
-The processed splits are cached under `<dataset>/processed/<name>/`, where the name carries the
+Each time, the dataset is checked as `python -m datagen.verify` checks it: a damaged shard, a
+part file no record names or an unfinished dataset gives a DatasetError, cache or not. The
+processed splits are cached under `<dataset>/processed/<name>/`, where the name carries the
 feature and graph versions, the split fractions and a digest of the dataset's manifest, so two
 settings never overwrite each other and a regenerated dataset is processed again. The split is
 deterministic by sample id (a hash of the id, so neighbouring ids spread over the splits).
@@ -13,14 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch_geometric.data import InMemoryDataset
 
-from chainnet.dataset.store import read_table
+from chainnet.dataset.store import check_dataset, read_table
 from chainnet.learn.features import FEATURE_VERSION, GRAPH_VERSION, attach_targets, scenario_graph
+from chainnet.parsing import ScenarioWarning
 from chainnet.scenario import Scenario
 
 SPLITS = ("train", "val", "test")
@@ -53,7 +57,9 @@ class QoSDataset(InMemoryDataset):
         manifest = self.source / "manifest.json"
         if not manifest.is_file():
             raise FileNotFoundError(f"{self.source}: not a dataset folder (no manifest.json)")
-        recorded = json.loads(manifest.read_text())
+        # What verify checks (checksums, no stray part file, complete), even when the processed
+        # splits are cached: a damaged or unfinished dataset is refused, never trained on.
+        recorded = check_dataset(self.source)
         content = {  # the config and the exact files: an extended dataset is processed again
             "identity": recorded.get("identity", {}),
             "shards": {k: v.get("sha256") for k, v in recorded.get("shards", {}).items()},
@@ -95,6 +101,11 @@ class QoSDataset(InMemoryDataset):
         )
 
     def process(self) -> None:
+        with warnings.catch_warnings():  # stored scenarios were simulated as they are
+            warnings.simplefilter("ignore", ScenarioWarning)
+            self._build_splits()
+
+    def _build_splits(self) -> None:
         samples = read_table(self.source, "samples")
         chains = read_table(self.source, "chains")
         stages = read_table(self.source, "stages")

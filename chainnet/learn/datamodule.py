@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import lightning as L
 from torch_geometric.loader import DataLoader
 
@@ -17,7 +19,18 @@ class QoSDataModule(L.LightningDataModule):
         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     ):
         super().__init__()
-        root, fractions = str(root), tuple(float(f) for f in fractions)  # plain, for weights_only
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ValueError(f"data.{name}: got {value!r}; must be an integer >= {least}")
+        try:
+            fractions = tuple(float(f) for f in fractions)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"data.fractions: got {fractions!r}; three shares that sum to 1"
+            ) from None
+        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
+            raise ValueError(f"data.fractions: got {list(fractions)}; three shares that sum to 1")
+        root = str(root)  # plain, for weights_only
         self.save_hyperparameters(logger=False)
         self.sets: dict[str, QoSDataset] = {}
 

@@ -76,6 +76,13 @@ CHAIN_LOAD = (
     "log_response_cap",
 )
 TARGETS = ("throughput_ratio", "response_ratio")
+# Graph tensors are float32. A scenario whose arrival rates or mean service times leave
+# [TINY, HUGE] has its rates stored in another time unit (its largest rate becomes 1; features
+# and predicted ratios do not depend on the unit), and loads, capacities and static features are
+# clipped to finite values, so no NaN or infinity reaches a model. Any other scenario is stored
+# exactly as it is.
+TINY, HUGE = 1e-30, 1e30
+STATIC_LIMIT = 1e6
 
 
 def scenario_graph(scenario: Scenario) -> HeteroData:
@@ -123,10 +130,13 @@ class _Rows:
                 in_region[scenario.device_id(name)] = 1.0
         inv_cap = [1.0 / d.capacity for d in devs]
         ps = [float(d.discipline == "ps") for d in devs]
+        extreme = False  # a rate or a service time outside [TINY, HUGE]
         for c, ch in enumerate(scenario.chains):
             ids = [scenario.device_id(st.device) for st in ch.stages]
             service = [st.work / devs[d].speed for st, d in zip(ch.stages, ids)]
             total = sum(service)
+            extreme = extreme or not (TINY <= ch.arrival_rate <= HUGE)
+            extreme = extreme or not (min(service) >= TINY and max(service) <= HUGE)
             last = len(ch.stages) - 1
             for k, (st, d) in enumerate(zip(ch.stages, ids)):
                 hosted[d] += 1
@@ -143,7 +153,7 @@ class _Rows:
                         ps[d],
                     )
                 )
-                self.base_load.append(ch.arrival_rate * service[k])
+                self.base_load.append(min(ch.arrival_rate * service[k], HUGE))
                 self.rate.append(ch.arrival_rate)
                 self.exit_prob.append(st.exit_prob)
                 self.accuracy.append(np.nan if st.exit_accuracy is None else st.exit_accuracy)
@@ -152,17 +162,22 @@ class _Rows:
                 self.frag_chain.append(n_chain + c)
             caps = [inv_cap[d] for d in ids]
             self.chain_x.append((1.0 / len(ch.stages), min(caps), max(caps)))
+        if extreme:
+            scale = 1.0 / max(ch.arrival_rate for ch in scenario.chains)
+            for i in range(n_frag, len(self.rate)):
+                self.rate[i] = min(max(self.rate[i] * scale, TINY), HUGE)
         for j, d in enumerate(devs):
             memory_limited = float(d.memory is not None)
             self.dev_x.append(
                 (inv_cap[j], hosted[j] * inv_cap[j], ps[j], memory_limited, in_region[j])
             )
-            self.capacity.append(float(d.capacity))
+            self.capacity.append(min(float(d.capacity), HUGE))
         self.sizes.append((len(scenario.chains), len(self.hop) - n_frag, len(devs)))
 
     def graph(self, with_batch: bool) -> HeteroData:
         def table(rows: list[tuple], columns: tuple[str, ...]) -> torch.Tensor:
-            return torch.from_numpy(np.array(rows, dtype=np.float32).reshape(-1, len(columns)))
+            x = np.clip(np.array(rows, dtype=np.float64), -STATIC_LIMIT, STATIC_LIMIT)
+            return torch.from_numpy(x.astype(np.float32).reshape(-1, len(columns)))
 
         def floats(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32)

@@ -1,17 +1,31 @@
-"""The LightningModule: any QoS network, its loss, its logged metrics and its optimizer."""
+"""The LightningModule: any QoS network, its loss, its logged metrics and its optimizer.
+
+It also keeps the ranges of the training inputs (`chainnet.learn.ranges`), recorded where the
+normaliser is fitted, so every checkpoint can say when a scenario lies outside them.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from chainnet.learn.checkpoint import read_checkpoint
 from chainnet.learn.features import FEATURE_VERSION
 from chainnet.learn.metrics import mae, mape
 from chainnet.learn.models import resolve_target
+from chainnet.learn.ranges import TrainingRanges
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class QoSModule(L.LightningModule):
@@ -39,15 +53,33 @@ class QoSModule(L.LightningModule):
             for c in (net, optimizer, scheduler)
         )
         net = resolve_target(net)  # a checkpoint of an older layout names the old module
+        if not _finite(pass_weight) or pass_weight < 0:
+            raise ValueError(f"model.pass_weight: got {pass_weight!r}; must be a number >= 0")
+        if not _finite(floor) or floor <= 0:
+            raise ValueError(f"model.floor: got {floor!r}; must be a number > 0")
         self.save_hyperparameters(logger=False)
         self.net = instantiate(net)
+        self.ranges = TrainingRanges()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's loader, after the file's checks (CRCs, safe types, finite weights): a
+        damaged checkpoint is refused with one line (`CheckpointError`)."""
+        if isinstance(checkpoint_path, (str, Path)):
+            read_checkpoint(checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def forward(self, batch):
         return self.net(batch)
 
     def on_fit_start(self) -> None:
+        if bool(self.net.normalizer.fitted) and bool(self.ranges.fitted):
+            return  # resumed
+        graphs = list(self.trainer.datamodule.sets["train"])
         if not bool(self.net.normalizer.fitted):
-            self.net.normalizer.fit(list(self.trainer.datamodule.sets["train"]))
+            self.net.normalizer.fit(graphs)
+        if not bool(self.ranges.fitted):  # also a resumed run of a checkpoint without them
+            self.ranges.fit(graphs)
 
     def _step(self, batch, split: str):
         out, pass_prob, iterations = self(batch)
@@ -84,12 +116,23 @@ class QoSModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         return self._step(batch, "test")
 
+    def _build(self, key: str, **kwargs):
+        """The `_partial_` config `key` called with `kwargs`; a value it refuses (a negative
+        learning rate) is one ValueError naming `model.<key>`."""
+        try:
+            return instantiate(self.hparams[key])(**kwargs)
+        except InstantiationException as exc:
+            cause = exc.__cause__ or exc
+            raise ValueError(f"model.{key}: {str(cause).strip().splitlines()[0]}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"model.{key}: {str(exc).strip().splitlines()[0]}") from exc
+
     def configure_optimizers(self):
         # Configs stay plain (saved in the checkpoint); the `_partial_` ones are built here.
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        optimizer = self._build("optimizer", params=self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        scheduler = self._build("scheduler", optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},

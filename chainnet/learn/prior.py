@@ -130,13 +130,15 @@ def load_features(
         data, (chain, hop, idx), dev_of, blocking, sojourn, mean_service
     )
     prior_share = (prior_resp / cap).clamp(0.0, 1.0)
+    # time at the stage / its service time (1 where the service time underflows to 0: no load)
+    stay = torch.where(service > 0, at_stage / service.clamp(min=1e-300), 1.0)
     f32 = torch.float32
     return {
         "fragment": torch.cat(
             [
                 torch.log1p(torch.stack([stage_load, device_load[dev_of], share, reach], dim=1)),
                 blocking[dev_of].unsqueeze(1).to(f32),
-                torch.log(at_stage / service.clamp(min=1e-300)).clamp(max=30).unsqueeze(1).to(f32),
+                torch.log(stay).clamp(max=30).unsqueeze(1).to(f32),
             ],
             dim=1,
         ),
@@ -211,8 +213,13 @@ def _chain_prior(data, layout, dev_of, blocking, sojourn, mean_service) -> tuple
     leaves = torch.where(is_last_stage(chain, hop, n_chain), ones, exit_prob)
     prior_tput = _segment_sum(reach_prior * passes * leaves, chain, n_chain)
     total = _segment_sum(service, chain, n_chain)
-    cap = total / _segment_sum(visit * service, chain, n_chain).clamp(min=1e-300)
-    prior_resp = total / _segment_sum(visit * at_stage, chain, n_chain).clamp(min=1e-300)
+    visited = _segment_sum(visit * service, chain, n_chain)
+    # Where every service time underflows to 0 (float32): the same ratio from the service shares.
+    shares = frag.x[:, FRAGMENT_STATIC.index("service_share")].double()
+    by_share = 1.0 / _segment_sum(visit * shares, chain, n_chain).clamp(min=1e-300)
+    cap = torch.where(visited > 0, total / visited.clamp(min=1e-300), by_share)
+    spent = _segment_sum(visit * at_stage, chain, n_chain)
+    prior_resp = torch.where(spent > 0, total / spent.clamp(min=1e-300), cap)  # no time: no wait
     return passes, at_stage, service, prior_tput, prior_resp, cap
 
 

@@ -1,23 +1,33 @@
-"""Score deployments with a trained model: one row of predicted QoS per chain, in milliseconds.
+"""Score deployments with a trained model: one row of predicted QoS per chain, in the input's units.
 
     from chainnet import Surrogate
     s = Surrogate.load("model.ckpt")
     df = s.predict(scenarios)   # one row per chain
 
-Loading is safe: the file is read with `torch.load(weights_only=True)`, which unpickles tensors and
-plain containers only, and the network is built only from the model classes of this package. A
-file that is not a checkpoint, or one whose features differ from this version's, gives a
-`CheckpointError` that says so.
+Loading is safe (`chainnet.learn.checkpoint`): the file's CRCs are checked, it is read with
+`torch.load(weights_only=True)`, which unpickles tensors and plain containers only, non-finite
+weights are refused, and the network is built only from the model classes of this package. A
+file that is not a checkpoint, a damaged one, or one whose features differ from this version's,
+gives a `CheckpointError` that says so.
 
 Predictions are in the time units of the input: throughput = throughput ratio x arrival rate;
 response time = sum of the chain's mean service times / response ratio; accuracy (where the chain's
 exits and last stage have accuracies) = the accuracies of the ways out, weighted by the predicted
 probability that a job leaves that way (reaching, passing, exiting).
+
+They are kept physically possible (`physical_limits`): a chain's throughput never exceeds its
+arrival rate nor what the devices on its path can serve, and a chain none of whose jobs can be
+admitted somewhere (a job needs more memory than its device or region holds) completes nothing.
+Each row says whether its inputs lie outside the ranges the model was trained on
+(`out_of_range`, `out_of_range_why`; `chainnet.learn.ranges`).
 """
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +35,7 @@ import pandas as pd
 import torch
 from torch_geometric.utils import scatter
 
+from chainnet.learn.checkpoint import CheckpointError, read_checkpoint
 from chainnet.learn.features import FEATURE_VERSION, graph_batch
 from chainnet.learn.models import MODEL_CLASSES, resolve_target
 from chainnet.learn.prior import (
@@ -33,7 +44,20 @@ from chainnet.learn.prior import (
     load_features,
     reach_probabilities,
 )
+from chainnet.learn.ranges import TrainingRanges
+from chainnet.learn.tally import RangeTally, out_of_range_warning
 from chainnet.scenario import Scenario
+from chainnet.sim.rules import memory_fits, memory_limit
+
+__all__ = [
+    "CheckpointError",
+    "RangeTally",
+    "RangesUnknownWarning",
+    "Surrogate",
+    "build_net",
+    "out_of_range_warning",
+    "physical_limits",
+]
 
 PREDICTED = (
     "throughput",
@@ -43,27 +67,12 @@ PREDICTED = (
     "throughput_ratio",
     "response_ratio",
 )
+FLAGS = ("out_of_range", "out_of_range_why")
+META = ("scenario", "name", "chain", "chain_name", "service", "arrival_rate")
 
 
-class CheckpointError(ValueError):
-    """The file is not a checkpoint this version of chainnet can use."""
-
-
-def _read_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a zip, truncated, or holds objects beyond tensors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a chainnet checkpoint, or not one safe to load ({first[:200]})"
-        ) from exc
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict):
-        raise CheckpointError(f"{path}: not a checkpoint of train.py (no hyper_parameters)")
-    if not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: not a checkpoint of train.py (no state_dict)")
-    return ckpt
+class RangesUnknownWarning(UserWarning):
+    """The checkpoint holds no training ranges: `out_of_range` stays unknown."""
 
 
 def build_net(ckpt: dict, path: Path) -> torch.nn.Module:
@@ -75,7 +84,9 @@ def build_net(ckpt: dict, path: Path) -> torch.nn.Module:
             f"{path}: made with feature version {version}, and this chainnet computes version "
             f"{FEATURE_VERSION}; retrain it with this version (python train.py ...)"
         )
-    cfg = resolve_target(hp.get("net") or {})
+    if not isinstance(hp.get("net"), dict):
+        raise CheckpointError(f"{path}: holds no network config (hyper_parameters.net)")
+    cfg = resolve_target(hp["net"])
     target = cfg.pop("_target_", None)
     if target not in MODEL_CLASSES:
         raise CheckpointError(
@@ -87,74 +98,209 @@ def build_net(ckpt: dict, path: Path) -> torch.nn.Module:
         state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         net.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or ["?"]
+        first = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # torch's list
         raise CheckpointError(
             f"{path}: its weights do not fit its model config ({first[:200]})"
         ) from exc
     if not bool(net.normalizer.fitted):
         raise CheckpointError(f"{path}: holds no normalisation statistics (never trained?)")
+    for name, value in net.normalizer.named_buffers():
+        if name.endswith("_std") and not bool((value > 0).all()):
+            raise CheckpointError(
+                f"{path}: normalizer.{name} holds a scale <= 0, which training never writes "
+                "(altered bytes?); not used"
+            )
     return net.eval()
+
+
+def build_ranges(ckpt: dict) -> TrainingRanges:
+    """The training ranges a checkpoint holds (`fitted` False when it holds none)."""
+    prefix = "ranges."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    ranges = TrainingRanges()
+    ranges.load_state_dict(state)
+    return ranges
+
+
+@dataclass
+class Limits:
+    """Per chain of a list of scenarios (float64, from the scenario objects)."""
+
+    rate: np.ndarray  # arrival rate
+    service: np.ndarray  # the sum of its stages' mean service times
+    throughput: np.ndarray  # the largest throughput physically possible
+    never: np.ndarray  # no job can ever complete: a stage that admits none, reached by all
+    admits: np.ndarray  # per fragment: its device and regions can hold one of its jobs
+
+
+def physical_limits(scenarios: Sequence[Scenario]) -> Limits:
+    """The most each chain can complete, whatever the model says.
+
+    A device serves one job at a time at `speed` work units per time unit, so it completes at
+    most mu_k = speed / work jobs of stage k per time unit, whatever else it serves; a stage
+    whose job needs more memory than its device, or a region of it, holds (the simulator's own
+    rule, slack included) admits none: mu_k = 0. Let S_k be the rate of jobs served at stage k, e_j
+    the exit probabilities and r_k = prod_{j<k} (1 - e_j) the probability of reaching stage k
+    when nothing is dropped. Served jobs move on with probability 1 - e_k at most (fewer when
+    dropped), so S_j <= S_0 prod_{i<j} (1 - e_i). A completed job either left by an exit before
+    stage k (sum_{j<k} e_j S_j <= (1 - r_k) S_0) or was served at stage k (at most S_k <= mu_k).
+    With S_0 <= min(rate, mu_0), the throughput X obeys, for every stage k,
+    X <= (1 - r_k) min(rate, mu_0) + mu_k, and X <= rate. The bound is the least of these; at
+    k = 0 it is min(rate, mu_0). Sharing a device with other stages only lowers what it serves,
+    so the bound holds for every placement.
+    """
+    rate, service, bound, never, admits = [], [], [], [], []
+    for sc in scenarios:
+        room = [memory_limit(d.memory) for d in sc.devices]
+        for region in sc.regions:
+            for name in region.devices:
+                i = sc.device_id(name)
+                room[i] = min(room[i], memory_limit(region.memory))
+        for ch in sc.chains:
+            lam, reach, total, lost = ch.arrival_rate, 1.0, 0.0, False
+            first = most = lam
+            for k, st in enumerate(ch.stages):
+                d = sc.device_id(st.device)
+                speed = sc.devices[d].speed
+                fits = memory_fits(0.0, st.job_memory, room[d])
+                mu = speed / st.work if fits else 0.0
+                if k == 0:
+                    first = min(lam, mu)
+                most = min(most, (1.0 - reach) * first + mu)
+                lost = lost or (not fits and reach == 1.0)
+                admits.append(fits)
+                total += st.work / speed
+                reach *= 1.0 - st.exit_prob
+            rate.append(lam)
+            service.append(total)
+            bound.append(most)
+            never.append(lost)
+    return Limits(
+        np.array(rate, dtype=np.float64),
+        np.array(service, dtype=np.float64),
+        np.array(bound, dtype=np.float64),
+        np.array(never, dtype=bool),
+        np.array(admits, dtype=bool),
+    )
+
+
+def _scenario_list(scenarios, name: str = "scenarios") -> list[Scenario]:
+    """`scenarios` as a list of Scenario objects, or a TypeError naming what is wrong."""
+    if isinstance(scenarios, Scenario):
+        return [scenarios]
+    if isinstance(scenarios, (str, bytes, Path, dict)) or not isinstance(scenarios, Iterable):
+        path_like = isinstance(scenarios, (str, Path))
+        hint = "; read a file with Scenario.load(path)" if path_like else ""
+        raise TypeError(
+            f"{name}: a Scenario or a list of Scenario objects, got {type(scenarios).__name__}"
+            + hint
+        )
+    out = list(scenarios)
+    for i, sc in enumerate(out):
+        if not isinstance(sc, Scenario):
+            raise TypeError(f"{name}[{i}]: a Scenario, got {type(sc).__name__}")
+    return out
 
 
 class Surrogate:
     """A trained QoS model that scores scenarios in batches."""
 
-    def __init__(self, net: torch.nn.Module, source: str = ""):
+    def __init__(
+        self, net: torch.nn.Module, source: str = "", ranges: TrainingRanges | None = None
+    ):
         self.net = net.eval()
         self.source = source
+        self.ranges = ranges
 
     @classmethod
     def load(cls, path: str | Path) -> Surrogate:
         path = Path(path)
-        return cls(build_net(_read_checkpoint(path), path), str(path))
+        ckpt = read_checkpoint(path)
+        out = cls(build_net(ckpt, path), str(path), build_ranges(ckpt))
+        if not out.ranges_known:
+            warnings.warn(out.ranges_note, RangesUnknownWarning, stacklevel=2)
+        return out
+
+    @property
+    def ranges_known(self) -> bool:
+        """Whether the checkpoint holds the ranges of its training inputs."""
+        return self.ranges is not None and bool(self.ranges.fitted)
+
+    @property
+    def ranges_note(self) -> str:
+        return (
+            f"note: {self.source or 'this model'} holds no training ranges (made before chainnet "
+            "recorded them); out_of_range is left empty"
+        )
 
     @torch.no_grad()
     def predict_arrays(self, scenarios: Sequence[Scenario]) -> dict[str, np.ndarray]:
-        """Per chain of all `scenarios` (in order): the predicted QoS as arrays, plus `scenario`."""
+        """Per chain of all `scenarios` (in order): the predicted QoS as arrays, plus `scenario`,
+        `out_of_range` (1.0 or 0.0; NaN when the ranges are unknown) and `out_of_range_why`."""
+        scenarios = _scenario_list(scenarios)
+        if not scenarios:
+            empty = {k: np.zeros(0) for k in ("scenario", *PREDICTED, "out_of_range")}
+            return {
+                **empty,
+                "scenario": np.zeros(0, dtype=np.int64),
+                "out_of_range_why": np.empty(0, dtype=object),
+            }
         g = graph_batch(scenarios)
         out, pass_prob, _ = self.net(g)
         if pass_prob is None:  # a model without stage outputs: the queueing prior's
             pass_prob = load_features(g)["prior_pass"]
+        limits = physical_limits(scenarios)
+        # A stage that cannot hold one of its jobs passes none.
+        pass_prob = torch.where(torch.from_numpy(limits.admits), pass_prob, 0.0)
         frag = g["fragment"]
         chain, hop = chain_of_fragments(g)
         n_chain = g["chain"].num_nodes
-        service = (frag.base_load / frag.rate).double()
-        total = scatter(service, chain, 0, dim_size=n_chain, reduce="sum")
-        rate = scatter(frag.rate.double(), chain, 0, dim_size=n_chain, reduce="max")
         # Where jobs leave: reach x pass x (exit probability, or 1 at the last stage).
         reach = reach_probabilities(pass_prob, frag.exit_prob, chain, hop, n_chain).double()
         last = is_last_stage(chain, hop, n_chain)
         leave = reach * pass_prob.double() * torch.where(last, 1.0, frag.exit_prob.double())
         acc = frag.accuracy.double()
         weighted = scatter(leave * torch.nan_to_num(acc), chain, 0, dim_size=n_chain)
-        # A chain's accuracy is defined when its last stage and every exit have one.
+        # A chain's accuracy is defined when its last stage and every exit have one, and some
+        # job completes.
         needed = last | (frag.exit_prob > 0)
         undefined = scatter((needed & torch.isnan(acc)).double(), chain, 0, dim_size=n_chain)
         left = scatter(leave, chain, 0, dim_size=n_chain)
-        accuracy = torch.where(undefined > 0, torch.nan, weighted / left.clamp(min=1e-300)).numpy()
-        tput_ratio = out[:, 0].double()
-        resp_ratio = out[:, 1].double()
+        accuracy = torch.where(
+            (undefined > 0) | (left <= 0), torch.nan, weighted / left.clamp(min=1e-300)
+        ).numpy()
+        # Never above the arrival rate (the ratio is < 1) nor what the path can serve.
+        tput_ratio = np.minimum(out[:, 0].double().numpy(), limits.throughput / limits.rate)
+        resp_ratio = np.where(limits.never, np.nan, out[:, 1].double().numpy())
+        flags = np.full(n_chain, np.nan)
+        why = np.full(n_chain, None, dtype=object)
+        checked = self.ranges.check(g) if self.ranges is not None else None
+        if checked is not None:
+            flags = checked[0].astype(np.float64)
+            why[:] = checked[1]
         return {
             "scenario": g["chain"].batch.numpy(),
-            "throughput": (tput_ratio * rate).numpy(),
-            "loss_ratio": (1.0 - tput_ratio).numpy(),
-            "response_time": (total / resp_ratio).numpy(),
+            "throughput": tput_ratio * limits.rate,
+            "loss_ratio": 1.0 - tput_ratio,
+            "response_time": limits.service / resp_ratio,
             "accuracy": accuracy,
-            "throughput_ratio": tput_ratio.numpy(),
-            "response_ratio": resp_ratio.numpy(),
+            "throughput_ratio": tput_ratio,
+            "response_ratio": resp_ratio,
+            "out_of_range": flags,
+            "out_of_range_why": why,
         }
 
     def predict(
         self, scenarios: Scenario | Iterable[Scenario], batch_size: int = 1024
     ) -> pd.DataFrame:
-        """One row per chain: scenario index and name, chain, service, arrival rate, and the
-        predicted throughput, loss ratio, response time, accuracy and the two ratios."""
-        if isinstance(scenarios, Scenario):
-            scenarios = [scenarios]
-        scenarios = list(scenarios)
-        for i, sc in enumerate(scenarios):
-            if not isinstance(sc, Scenario):
-                raise TypeError(f"scenarios[{i}]: a Scenario, got {type(sc).__name__}")
+        """One row per chain: scenario index and name, chain, service, arrival rate, the
+        predicted throughput, loss ratio, response time, accuracy and the two ratios, and whether
+        the chain's inputs lie outside the training ranges (`out_of_range`: True, False, or <NA>
+        when the checkpoint holds no ranges) and which (`out_of_range_why`)."""
+        scenarios = _scenario_list(scenarios)
+        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool):
+            raise TypeError(f"batch_size: an integer >= 1, got {type(batch_size).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size: got {batch_size}; must be >= 1")
         parts = []
@@ -166,16 +312,15 @@ class Surrogate:
                 for i, sc in enumerate(chunk)
                 for c, ch in enumerate(sc.chains)
             ]
-            part = pd.DataFrame(
-                meta,
-                columns=["scenario", "name", "chain", "chain_name", "service", "arrival_rate"],
-            )
+            part = pd.DataFrame(meta, columns=list(META))
             for col in PREDICTED:
                 part[col] = arrays[col]
+            flags = arrays["out_of_range"]
+            part["out_of_range"] = pd.array(
+                [None if np.isnan(f) else bool(f) for f in flags], dtype="boolean"
+            )
+            part["out_of_range_why"] = arrays["out_of_range_why"]
             parts.append(part)
         if not parts:
-            return pd.DataFrame(
-                columns=["scenario", "name", "chain", "chain_name", "service", "arrival_rate"]
-                + list(PREDICTED)
-            )
+            return pd.DataFrame(columns=list(META) + list(PREDICTED) + list(FLAGS))
         return pd.concat(parts, ignore_index=True)

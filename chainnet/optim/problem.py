@@ -35,14 +35,20 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from chainnet.documents import load_document
 from chainnet.parsing import (
     ScenarioError,
+    ScenarioTypeError,
+    coerce,
     integer,
-    load_document,
+    items_of,
     mapping,
+    maybe,
     number,
     optional,
+    real,
     sequence,
+    spec,
     text,
 )
 
@@ -54,6 +60,9 @@ class ExitOption:
     threshold: float
     exit_prob: float
     accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        coerce(self, spec(threshold=real, exit_prob=real, accuracy=maybe(real)))
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,11 @@ class Fragment:
     exit: tuple[ExitOption, ...] = ()
     accuracy: float | None = None  # the accuracy of a job that completes this (last) fragment
 
+    def __post_init__(self) -> None:
+        coerce(self, spec(name=text, work=real, memory=real, job_memory=real, distribution=text))
+        coerce(self, spec(scv=maybe(real), accuracy=maybe(real)))
+        object.__setattr__(self, "exit", items_of(self.exit, ExitOption, "Fragment.exit"))
+
 
 @dataclass(frozen=True)
 class Service:
@@ -74,6 +88,12 @@ class Service:
     arrival_rate: float
     fragments: tuple[Fragment, ...]
     gateway: str | None = None
+
+    def __post_init__(self) -> None:
+        coerce(self, spec(name=text, arrival_rate=real, gateway=maybe(text)))
+        object.__setattr__(
+            self, "fragments", items_of(self.fragments, Fragment, "Service.fragments")
+        )
 
 
 @dataclass(frozen=True)
@@ -84,12 +104,20 @@ class HostDevice:
     ram: float | None = None
     discipline: str = "fcfs"
 
+    def __post_init__(self) -> None:
+        coerce(
+            self, spec(name=text, speed=real, capacity=integer, ram=maybe(real), discipline=text)
+        )
+
 
 @dataclass(frozen=True)
 class Objective:
     kind: str = "min_loss"
     max_loss: float | None = None
     penalty: float = 10.0
+
+    def __post_init__(self) -> None:
+        coerce(self, spec(kind=text, max_loss=maybe(real), penalty=real))
 
 
 @dataclass(frozen=True)
@@ -102,6 +130,11 @@ class Problem:
     name: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "devices", items_of(self.devices, HostDevice, "Problem.devices"))
+        object.__setattr__(self, "services", items_of(self.services, Service, "Problem.services"))
+        if not isinstance(self.objective, Objective):
+            raise ScenarioTypeError("Problem.objective", self.objective, "expected an Objective")
+        coerce(self, spec(name=text))
         check_problem(self)
 
     @classmethod
@@ -234,9 +267,8 @@ def check_problem(problem: Problem) -> None:
             )
     for i, dev in enumerate(devices):
         _check_device(dev, f"{w}.devices[{i}]")
-    device_names = {d.name for d in devices}
     for i, sv in enumerate(services):
-        _check_service(sv, f"{w}.services[{i}]", device_names, objective.kind)
+        _check_service(sv, f"{w}.services[{i}]", devices, objective.kind)
 
 
 def _check_device(dev: HostDevice, dw: str) -> None:
@@ -248,7 +280,8 @@ def _check_device(dev: HostDevice, dw: str) -> None:
         raise ScenarioError(f"{dw}.capacity", dev.capacity, "must be an integer >= 1")
 
 
-def _check_service(sv: Service, sw: str, device_names: set[str], kind: str) -> None:
+def _check_service(sv: Service, sw: str, devices: tuple[HostDevice, ...], kind: str) -> None:
+    device_names = {d.name for d in devices}
     if not (math.isfinite(sv.arrival_rate) and sv.arrival_rate > 0):
         raise ScenarioError(f"{sw}.arrival_rate", sv.arrival_rate, "must be > 0")
     if not sv.fragments:
@@ -261,13 +294,33 @@ def _check_service(sv: Service, sw: str, device_names: set[str], kind: str) -> N
     last = len(sv.fragments) - 1
     for k, fr in enumerate(sv.fragments):
         _check_fragment(fr, f"{sw}.fragments[{k}]", k == last, kind)
+        hosts = [d for d in devices if d.name == sv.gateway] if k == 0 and sv.gateway else devices
+        _check_fits(fr, f"{sw}.fragments[{k}]", hosts, sv.gateway if k == 0 else None)
+
+
+def _check_fits(fr: Fragment, fw: str, hosts: list[HostDevice], gateway: str | None) -> None:
+    """The fragment's weights and one job fit the RAM of some device it may be placed on (as
+    `SearchSpace.overfull` counts them), or no deployment can hold it."""
+    rams = [math.inf if d.ram is None else d.ram for d in hosts]
+    if any(fr.memory <= r and (fr.job_memory <= 0 or r - fr.memory >= fr.job_memory) for r in rams):
+        return
+    on = f"the RAM {rams[0]:g} of its gateway {gateway!r}" if gateway else "any device's RAM"
+    if not gateway:
+        on += f" (the largest is {max(rams):g})"
+    need = "no placement fits the devices' RAM: its weights"
+    if any(fr.memory <= r for r in rams):
+        need += f" ({fr.memory:g}) and one job ({fr.job_memory:g}) need more than {on}"
+        raise ScenarioError(f"{fw}.job_memory", fr.job_memory, need)
+    raise ScenarioError(f"{fw}.memory", fr.memory, f"{need} need more than {on}")
 
 
 def _check_fragment(fr: Fragment, fw: str, last: bool, kind: str) -> None:
     if not (math.isfinite(fr.work) and fr.work > 0):
         raise ScenarioError(f"{fw}.work", fr.work, "must be a finite number > 0")
-    if fr.memory < 0 or fr.job_memory < 0:
-        raise ScenarioError(f"{fw}.memory", fr.memory, "memory sizes must be >= 0")
+    for key in ("memory", "job_memory"):
+        v = getattr(fr, key)
+        if not (math.isfinite(v) and v >= 0):
+            raise ScenarioError(f"{fw}.{key}", v, "memory sizes must be finite numbers >= 0")
     if fr.exit and last:
         raise ScenarioError(f"{fw}.exit", "...", "the last fragment cannot have an exit")
     for j, o in enumerate(fr.exit):

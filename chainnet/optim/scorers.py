@@ -7,6 +7,8 @@ runs one simulation per candidate (the baseline a surrogate must beat). Both hav
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 import chainnet
+from chainnet.learn.tally import RangeTally
 from chainnet.optim.objective import objective_value
 from chainnet.optim.space import SearchSpace
 from chainnet.sim import SimulatorSettings, make_engine
@@ -39,6 +42,7 @@ class SurrogateScorer:
 
     def __init__(self, space: SearchSpace, surrogate: Any):
         self.space, self.surrogate = space, surrogate
+        self.tally = RangeTally()  # candidates scored outside the checkpoint's training ranges
 
     def score(
         self, candidates: list[np.ndarray], keep: bool = False, deadline: float | None = None
@@ -47,6 +51,8 @@ class SurrogateScorer:
         scenarios = [self.space.scenario(c) for c in candidates]
         arrays = self.surrogate.predict_arrays(scenarios)
         n = len(problem.services)  # one chain per service, in order
+        if not keep:  # the final rescoring of the best is not counted twice
+            self.tally.add(arrays["out_of_range"], arrays["out_of_range_why"], per_item=n)
         loss = arrays["loss_ratio"].reshape(len(candidates), n)
         acc = arrays["accuracy"].reshape(len(candidates), n)
         qos = {k: arrays[k].reshape(len(candidates), n) for k in QOS} if keep else {}
@@ -112,7 +118,12 @@ def make_scorer(
         if not ckpt_path:
             raise ValueError("ckpt_path: scorer=surrogate needs a checkpoint of train.py")
         # `chainnet.Surrogate` loads torch on first use (2 s): the simulator never needs it.
-        return SurrogateScorer(space, chainnet.Surrogate.load(ckpt_path))
+        with warnings.catch_warnings():  # a checkpoint without ranges: said once, below
+            warnings.simplefilter("ignore", UserWarning)
+            surrogate = chainnet.Surrogate.load(ckpt_path)
+        if not surrogate.ranges_known:
+            print(surrogate.ranges_note, file=sys.stderr)
+        return SurrogateScorer(space, surrogate)
     if kind == "simulator":
         return SimulatorScorer(space, settings, engine, seed)
     raise ValueError(f"scorer: got {kind!r}; one of {SCORERS}")

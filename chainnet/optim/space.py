@@ -82,17 +82,19 @@ class SearchSpace:
     def _check_deployable(self) -> None:
         """Some placement must fit the devices' RAM, and its scenario must be valid (fragments'
         distributions, scv, memory against RAM), with the problem's name in the message."""
-        w = f"problem {self.problem.name}".strip()
         example = self.random_candidate(np.random.default_rng(0))
         if example is None:
             raise ScenarioError(
-                w, self.problem.name, "no placement found that fits the devices' RAM"
+                "devices",
+                [d.ram for d in self.problem.devices],
+                "no placement found that fits the devices' RAM: the fragments' weights together, "
+                "plus room for one job on each device used, need more",
             )
         try:
             self.scenario(example)
         except ScenarioError as exc:
             raise ScenarioError(
-                w, self.problem.name, f"its deployments are invalid: {exc}"
+                "services", self.problem.name or "problem", f"its deployments are invalid: {exc}"
             ) from None
 
     # ---- memory and feasibility ------------------------------------------------------------------

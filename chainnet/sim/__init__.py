@@ -13,6 +13,8 @@ Modules: `layout` (a scenario as flat arrays, built once per run, read by both e
 
 from __future__ import annotations
 
+from os import PathLike
+
 import numpy as np
 
 from chainnet.scenario import Scenario
@@ -42,8 +44,7 @@ def make_engine(
     trace: bool = False,
     debug: bool = False,
 ) -> Engine:
-    if engine not in ENGINES:
-        raise ValueError(f"simulator.engine: got {engine!r}; one of {ENGINES}")
+    check_arguments(scenario, settings, engine, debug=debug, trace=trace)
     # The fast engine preallocates a slot per job a device can hold; beyond this many slots the
     # SimPy engine (same results, allocation on demand) runs instead.
     slots = sum(d.capacity for d in scenario.devices)
@@ -52,6 +53,33 @@ def make_engine(
     from chainnet.sim.fast import FastEngine  # compiles on first use
 
     return FastEngine(scenario, seed, settings, trace=trace)
+
+
+def check_arguments(scenario: Scenario, settings: SimulatorSettings | None, engine: str, **flags):
+    """A `TypeError` (or `ValueError` for an unknown engine) naming the argument given a wrong
+    type, before anything deeper fails on it. The seed is checked by the random streams."""
+    if not isinstance(scenario, Scenario):
+        hint = "build one with Scenario(...)"
+        if isinstance(scenario, (str, PathLike)):
+            hint = f"read a file with Scenario.load({str(scenario)!r})"
+        elif isinstance(scenario, dict):
+            hint = "read plain data with Scenario.from_dict(data)"
+        raise TypeError(f"scenario: got {type(scenario).__name__}; expected a Scenario: {hint}")
+    if settings is not None and not isinstance(settings, SimulatorSettings):
+        hint = (
+            "SimulatorSettings(**settings)" if isinstance(settings, dict) else "SimulatorSettings()"
+        )
+        raise TypeError(
+            f"settings: got {type(settings).__name__} {settings!r}; expected a SimulatorSettings "
+            f"(e.g. {hint}) or None"
+        )
+    if not isinstance(engine, str):
+        raise TypeError(f"engine: got {engine!r}; expected one of {ENGINES}")
+    if engine not in ENGINES:
+        raise ValueError(f"simulator.engine: got {engine!r}; one of {ENGINES}")
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}: got {value!r}; expected True or False")
 
 
 def simulate(

@@ -57,8 +57,8 @@ class Engine:
     def run(self, progress=None, deadline: float | None = None) -> SimulationResult:
         """Warm up, then run batches until the precision target or the arrival cap is reached.
 
-        The cap bounds the whole run, warm-up included: when the warm-up would need more than
-        half the cap's arrivals, it is cut to that half, the batches take at most the rest, and
+        The cap bounds the whole run, warm-up included: when the warm-up would leave too few of the
+        cap's arrivals for the minimum number of batches, it is cut (`warmup_time`), and
         `stop_reason` is `arrival_cap_in_warmup` however the batches ended (the labels may then
         carry the transient; their half-widths say whether the precision target was met).
         `deadline` (a `time.perf_counter()` value) stops the run between batches once passed,
@@ -113,10 +113,13 @@ def warmup_time(scenario: Scenario, settings: SimulatorSettings) -> tuple[float,
 
     The expected time of `warmup_arrivals` arrivals, and at least ten times the longest chain's
     total mean service time, so that slow chains are past their transient; but never the time of
-    more than half the cap's arrivals, so that the cap bounds the whole run.
+    more arrivals than the cap leaves for the minimum number of batches (and at most half the cap
+    when it is smaller than that), so that the cap bounds the whole run.
     """
     total_rate = sum(c.arrival_rate for c in scenario.chains)
     longest = max(sum(scenario.mean_service_time(st) for st in c.stages) for c in scenario.chains)
     wanted = max(settings.warmup_arrivals / total_rate, 10.0 * longest)
-    allowed = 0.5 * settings.max_arrivals / total_rate
+    # room for the minimum number of batches after it (at least half the cap)
+    room = settings.min_batches * settings.batch_arrivals
+    allowed = max(settings.max_arrivals - room, 0.5 * settings.max_arrivals) / total_rate
     return (allowed, True) if wanted > allowed else (wanted, False)

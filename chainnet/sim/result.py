@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from chainnet.parsing import ScenarioError, integer, number
 from chainnet.scenario import Scenario
 from chainnet.sim.stats import ARRIVED, COMPLETED, DROPPED, RESPONSE_SUM, BatchMeans
 
@@ -27,20 +28,19 @@ class SimulatorSettings:
     min_batches: int = 32
 
     def __post_init__(self) -> None:
-        if isinstance(self.precision, bool) or not isinstance(self.precision, (int, float)):
-            raise ValueError(f"simulator.precision: got {self.precision!r}; expected a number")
-        if not (0.0 < self.precision < 1.0):
-            raise ValueError(
-                f"simulator.precision: got {self.precision!r}; allowed range is (0, 1)"
-            )
+        p = number(self.precision, "simulator.precision")
+        if not 0.0 < p < 1.0:  # NaN included
+            raise ScenarioError("simulator.precision", self.precision, "allowed range is (0, 1)")
+        object.__setattr__(self, "precision", p)
         for name in ("max_arrivals", "warmup_arrivals", "batch_arrivals"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"simulator.{name}: got {v!r}; must be an integer >= 1")
-        if isinstance(self.min_batches, bool) or not isinstance(self.min_batches, int):
-            raise ValueError(f"simulator.min_batches: got {self.min_batches!r}; must be an integer")
-        if self.min_batches < 2:
-            raise ValueError(f"simulator.min_batches: got {self.min_batches!r}; must be >= 2")
+            v = integer(getattr(self, name), f"simulator.{name}")
+            if v < 1:
+                raise ScenarioError(f"simulator.{name}", v, "must be an integer >= 1")
+            object.__setattr__(self, name, v)
+        v = integer(self.min_batches, "simulator.min_batches")
+        if v < 2:
+            raise ScenarioError("simulator.min_batches", v, "must be an integer >= 2")
+        object.__setattr__(self, "min_batches", v)
 
 
 @dataclass

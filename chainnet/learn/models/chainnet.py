@@ -22,6 +22,8 @@ Everything is batched with PyG: no Python loop over graphs or chains.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -48,6 +50,13 @@ from chainnet.learn.prior import (
 DEVICE_AGGREGATIONS = ("gin", "gat")
 
 
+def at_least_one(**settings) -> None:
+    """Refuse a size or count below 1, naming its setting (`model.net.<name>`)."""
+    for name, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"model.net.{name}: got {value!r}; must be an integer >= 1")
+
+
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
@@ -64,9 +73,14 @@ class ChainNet(nn.Module):
     ):
         super().__init__()
         if device_agg not in DEVICE_AGGREGATIONS:
-            raise ValueError(f"model.device_agg: got {device_agg!r}; one of {DEVICE_AGGREGATIONS}")
-        if rounds < 1 or max_iter < 1 or hidden < 1:
-            raise ValueError("model.rounds, model.max_iter and model.hidden must be >= 1")
+            raise ValueError(
+                f"model.net.device_agg: got {device_agg!r}; one of {DEVICE_AGGREGATIONS}"
+            )
+        at_least_one(hidden=hidden, rounds=rounds, max_iter=max_iter)
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
+            raise ValueError(f"model.net.tol: got {tol!r}; must be a number >= 0")
+        if not isinstance(chain_gru, bool):
+            raise ValueError(f"model.net.chain_gru: got {chain_gru!r}; true or false")
         self.hidden, self.rounds, self.max_iter, self.tol = hidden, rounds, max_iter, tol
         self.device_agg, self.chain_gru = device_agg, chain_gru
         self.normalizer = Normalizer()

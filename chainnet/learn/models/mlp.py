@@ -18,14 +18,14 @@ from chainnet.learn.features import (
     FRAGMENT_STATIC,
     Normalizer,
 )
+from chainnet.learn.models.chainnet import at_least_one
 from chainnet.learn.prior import chain_of_fragments, chain_outputs, load_features
 
 
 class ChainMLP(nn.Module):
     def __init__(self, hidden: int = 64, layers: int = 3):
         super().__init__()
-        if hidden < 1 or layers < 1:
-            raise ValueError("model.hidden and model.layers must be >= 1")
+        at_least_one(hidden=hidden, layers=layers)
         self.normalizer = Normalizer()
         frag = len(FRAGMENT_STATIC) + len(FRAGMENT_LOAD)
         width = len(CHAIN_STATIC) + len(CHAIN_LOAD) + 2 * frag

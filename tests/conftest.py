@@ -1,14 +1,12 @@
 """Fixtures several test modules share: a tiny generated dataset and a model trained on it."""
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
-from tests_helpers import PUBLISHED, ROOT
+from tests_helpers import FAST, PRESET, PUBLISHED
 
 from chainnet.cli.common import CONF
 from chainnet.cli.train import train
-from chainnet.sim import SimulatorSettings
 from datagen.generate import generate
 
 
@@ -45,9 +43,7 @@ def train_config(data, out, *overrides):
 def tiny(tmp_path_factory):
     """40 dsn24 samples, simulated coarsely (seconds)."""
     out = tmp_path_factory.mktemp("data") / "tiny"
-    preset = yaml.safe_load((ROOT / "conf/scenario/dsn24.yaml").read_text())
-    settings = SimulatorSettings(precision=0.1, max_arrivals=15_000, warmup_arrivals=1000)
-    generate(n=40, seed=1, out=out, preset=preset, settings=settings, shard_size=20, progress=False)
+    generate(n=40, seed=1, out=out, preset=PRESET, settings=FAST, shard_size=20, progress=False)
     return out
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from tests_helpers import PUBLISHED, run_command
+from tests_helpers import FAST, FAST_ARGS, PRESET, PUBLISHED, ROOT, run_command
 
 from chainnet.dataset.store import DatasetError, read_table, verify
 from chainnet.dataset.tables import TABLES
@@ -18,17 +17,6 @@ from chainnet.sim import SimulatorSettings
 from datagen.__main__ import main as datagen_main
 from datagen.generate import generate
 from datagen.presets import PresetError
-
-ROOT = Path(__file__).resolve().parents[1]
-PRESET = yaml.safe_load((ROOT / "conf/scenario/dsn24.yaml").read_text())
-FAST = SimulatorSettings(precision=0.1, max_arrivals=15_000, warmup_arrivals=1000)
-# The same settings as command-line overrides, for the subprocess tests.
-FAST_ARGS = [
-    "simulator.precision=0.1",
-    "simulator.max_arrivals=15000",
-    "simulator.warmup_arrivals=1000",
-    "progress=false",
-]
 
 
 def make(out, n=12, workers=1, **kw):

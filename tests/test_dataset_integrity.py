@@ -12,26 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from tests_helpers import ROOT, run_command
+from tests_helpers import FAST, FAST_ARGS, PRESET, ROOT, run_command
 
 from chainnet.cli.eval import main as eval_main
 from chainnet.dataset.store import DatasetError, DatasetStore, read_table, verify
 from chainnet.dataset.tables import TABLES
 from chainnet.learn.data import QoSDataset
-from chainnet.sim import SimulatorSettings
 from datagen.__main__ import main as datagen_main
 from datagen.generate import generate
 from datagen.verify import main as verify_main
-
-PRESET = yaml.safe_load((ROOT / "conf/scenario/dsn24.yaml").read_text())
-FAST = SimulatorSettings(precision=0.1, max_arrivals=15_000, warmup_arrivals=1000)
-FAST_ARGS = [
-    "simulator.precision=0.1",
-    "simulator.max_arrivals=15000",
-    "simulator.warmup_arrivals=1000",
-    "progress=false",
-]
 
 
 def make(out, n=8, **kw):

@@ -4,14 +4,27 @@ import os
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
+from chainnet.sim import SimulatorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CHAINNET_SHARED", ROOT.parent / "shared"))
 # The published ChainNet validation split (third-party data, never copied into the repository).
 # Tests marked `published` fail, loudly, when it is missing (conftest.py): never a silent skip.
 PUBLISHED = SHARED / "data" / "chainnet_dsn24" / "val"
+
+# Small, coarse dataset generation for tests: the dsn24 preset and quick simulator settings, also
+# as command-line overrides for the subprocess tests.
+PRESET = yaml.safe_load((ROOT / "conf/scenario/dsn24.yaml").read_text())
+FAST = SimulatorSettings(precision=0.1, max_arrivals=15_000, warmup_arrivals=1000)
+FAST_ARGS = [
+    "simulator.precision=0.1",
+    "simulator.max_arrivals=15000",
+    "simulator.warmup_arrivals=1000",
+    "progress=false",
+]
 
 
 KINDS = ["dsn24", "exp_fcfs", "general_ps", "mixed_memory_regions", "exits"]

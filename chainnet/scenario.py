@@ -22,6 +22,7 @@ Semantics (SPEC section 1):
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -268,6 +269,7 @@ def _validate(sc: Scenario) -> None:
             positive(dev.memory, f"{w}.memory")
         if dev.discipline not in DISCIPLINES:
             raise ScenarioError(f"{w}.discipline", dev.discipline, f"one of {DISCIPLINES}")
+    speeds = {d.name: d.speed for d in sc.devices}
     chain_names: set[str] = set()
     for i, ch in enumerate(sc.chains):
         w = f"chains[{i}]"
@@ -278,34 +280,7 @@ def _validate(sc: Scenario) -> None:
         if not ch.stages:
             raise ScenarioError(f"{w}.stages", [], "a chain needs at least one stage")
         for k, st in enumerate(ch.stages):
-            sw = f"{w}.stages[{k}]"
-            if st.device not in names:
-                raise ScenarioError(
-                    f"{sw}.device", st.device, f"no such device; known: {sorted(names)}"
-                )
-            positive(st.work, f"{sw}.work")
-            if st.distribution not in DISTRIBUTIONS:
-                raise ScenarioError(
-                    f"{sw}.distribution", st.distribution, f"one of {DISTRIBUTIONS}"
-                )
-            if st.distribution == "general":
-                if st.scv is None:
-                    raise ScenarioError(f"{sw}.scv", None, "'general' service needs scv > 0")
-                positive(st.scv, f"{sw}.scv")
-            elif st.scv is not None:
-                raise ScenarioError(f"{sw}.scv", st.scv, "scv is only set for 'general' service")
-            finite(st.job_memory, f"{sw}.job_memory")
-            if st.job_memory < 0:
-                raise ScenarioError(f"{sw}.job_memory", st.job_memory, "must be >= 0")
-            probability(st.exit_prob, f"{sw}.exit_prob")
-            if k == len(ch.stages) - 1 and st.exit_prob != 0.0:
-                raise ScenarioError(
-                    f"{sw}.exit_prob",
-                    st.exit_prob,
-                    "must be 0 on the last stage (all its jobs exit)",
-                )
-            if st.exit_accuracy is not None:
-                probability(st.exit_accuracy, f"{sw}.exit_accuracy")
+            _validate_stage(st, f"{w}.stages[{k}]", speeds, k == len(ch.stages) - 1)
     region_names: set[str] = set()
     for i, reg in enumerate(sc.regions):
         w = f"regions[{i}]"
@@ -327,6 +302,41 @@ def _validate(sc: Scenario) -> None:
             capacity(reg.capacity, f"{w}.capacity")
         if reg.memory is not None:
             positive(reg.memory, f"{w}.memory")
+
+
+def _validate_stage(st: Stage, sw: str, speeds: dict[str, float], last: bool) -> None:
+    """One stage's rules; `speeds`: each device's speed by name."""
+    if st.device not in speeds:
+        raise ScenarioError(f"{sw}.device", st.device, f"no such device; known: {sorted(speeds)}")
+    positive(st.work, f"{sw}.work")
+    service = st.work / speeds[st.device]
+    if not 0.0 < service < math.inf:  # each finite, their ratio out of range
+        raise ScenarioError(
+            f"{sw}.work",
+            st.work,
+            f"work / device speed is {service:g}: the mean service "
+            "time must be a finite number > 0 (rescale the time unit)",
+        )
+    if st.distribution not in DISTRIBUTIONS:
+        raise ScenarioError(f"{sw}.distribution", st.distribution, f"one of {DISTRIBUTIONS}")
+    if st.distribution == "general":
+        if st.scv is None:
+            raise ScenarioError(f"{sw}.scv", None, "'general' service needs scv > 0")
+        positive(st.scv, f"{sw}.scv")
+    elif st.scv is not None:
+        raise ScenarioError(f"{sw}.scv", st.scv, "scv is only set for 'general' service")
+    finite(st.job_memory, f"{sw}.job_memory")
+    if st.job_memory < 0:
+        raise ScenarioError(f"{sw}.job_memory", st.job_memory, "must be >= 0")
+    probability(st.exit_prob, f"{sw}.exit_prob")
+    if last and st.exit_prob != 0.0:
+        raise ScenarioError(
+            f"{sw}.exit_prob",
+            st.exit_prob,
+            "must be 0 on the last stage (all its jobs exit)",
+        )
+    if st.exit_accuracy is not None:
+        probability(st.exit_accuracy, f"{sw}.exit_accuracy")
 
 
 def _warn_unadmittable(sc: Scenario) -> None:

@@ -15,9 +15,9 @@ from datagen.generate import Interrupted, generate
 
 
 def check_overrides(overrides: list[str], from_dataset: str | None) -> None:
-    """Refuse what would be silently ignored: a new key (`+bogus=1`: every setting is already in
-    the config), and any scenario setting with from_dataset (its scenarios are the source's); and
-    from_dataset without out= (the default, data/<preset>, is the preset's dataset)."""
+    """Refuse what would be silently ignored: any scenario setting with from_dataset (its
+    scenarios are the source's), and from_dataset without out= (the default, data/<preset>, is the
+    preset's dataset). Unknown keys and values of the wrong type: `check_config`."""
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     if from_dataset and "out" not in keys:
         raise DatasetError(
@@ -25,13 +25,7 @@ def check_overrides(overrides: list[str], from_dataset: str | None) -> None:
             "data/<preset> is the preset's own dataset)"
         )
     for override in overrides:
-        key = override.split("=", 1)[0]
-        if key.startswith("+") and not key.startswith("++"):
-            raise DatasetError(
-                f"{key[1:]}: not a setting of python -m datagen (conf/datagen.yaml and the "
-                "scenario preset list them all)"
-            )
-        key = key.lstrip("+~")
+        key = override.split("=", 1)[0].lstrip("+~")  # unknown keys: check_config refuses them
         if from_dataset and (key == "scenario" or key.startswith("scenario.")):
             raise DatasetError(
                 f"{key}: not used with from_dataset, whose scenarios are those of "

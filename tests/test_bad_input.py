@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from tests_helpers import ROOT, run_command
 
@@ -363,3 +364,36 @@ def test_the_score_reader_names_an_empty_list_and_a_stray_key(tmp_path):
     stray.write_text("scenarios: []\nscenario: {}\n")
     with pytest.raises(ScenarioError, match="scenario: got {}; unknown key beside scenarios"):
         read_scenarios(stray)
+
+
+@pytest.mark.parametrize("speed, work", [(1e200, 1e-200), (1e-300, 1e300)])
+def test_a_service_time_that_overflows_or_underflows_is_refused(speed, work):
+    """Each number is finite, but work / speed is 0 or inf: the surrogate would divide by it."""
+    with pytest.raises(ScenarioError, match=r"chains\[0\].stages\[0\].work: .*finite number > 0"):
+        Scenario(
+            [Device("a", capacity=2, speed=speed)], [ServiceChain("c", 1.0, [Stage("a", work)])]
+        )
+
+
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        (("services", 0, "fragments", 2, "accuracy"), 1.5, r"fragments\[2\].accuracy"),
+        (
+            ("services", 0, "fragments", 0, "distribution"),
+            "weibull",
+            r"fragments\[0\].distribution",
+        ),
+        (("services", 1, "fragments", 0, "scv"), 0.5, r"services\[1\]\.fragments\[0\]\.scv"),
+        (("devices", 1, "discipline"), "lifo", r"devices\[1\].discipline"),
+    ],
+)
+def test_problem_mistakes_name_the_problem_field(path, value, field):
+    """Caught in the problem file, not later in a generated scenario's terms."""
+    d = yaml.safe_load((ROOT / "examples/problem_small.yaml").read_text())
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ScenarioError, match=field):
+        Problem.from_dict(d)

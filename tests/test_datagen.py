@@ -337,9 +337,9 @@ def test_verify_reports_an_unfinished_or_malformed_dataset(tmp_path):
 def test_from_dataset_refuses_an_unfinished_source(tmp_path):
     make(tmp_path / "src", n=8)
     manifest = json.loads((tmp_path / "src/manifest.json").read_text())
-    manifest["complete"] = False
+    manifest["n"] = 12  # 8 of 12 samples made: the run was stopped before its end
     (tmp_path / "src/manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DatasetError, match="not a complete dataset"):
+    with pytest.raises(DatasetError, match="from_dataset: .*8 of 12 samples"):
         generate(n=None, seed=7, out=tmp_path / "re", preset=None, settings=FAST,
                  from_dataset=tmp_path / "src")  # fmt: skip
 

@@ -76,7 +76,7 @@ def test_a_problem_and_its_space_cannot_go_stale():
         (lambda d: d["objective"].pop("max_loss"), "loss target"),
         (
             lambda d: d["services"][0]["fragments"][1].update(distribution="weird"),
-            "deployments are invalid",
+            r"services\[0\]\.fragments\[1\]\.distribution",  # named in the problem file
         ),
     ],
 )

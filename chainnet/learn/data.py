@@ -6,8 +6,9 @@
 Each time, the dataset is checked as `python -m datagen.verify` checks it: a damaged shard, a
 part file no record names or an unfinished dataset gives a DatasetError, cache or not. The
 processed splits are cached under `<dataset>/processed/<name>/`, where the name carries the
-feature and graph versions, the split fractions and a digest of the dataset's manifest, so two
-settings never overwrite each other and a regenerated dataset is processed again. The split is
+feature and graph versions, the split fractions and a digest of the dataset's config and shard
+checksums, so two settings never overwrite each other and a regenerated or extended dataset is
+processed again. The split is
 deterministic by sample id (a hash of the id, so neighbouring ids spread over the splits).
 """
 

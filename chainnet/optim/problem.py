@@ -51,6 +51,7 @@ from chainnet.parsing import (
     spec,
     text,
 )
+from chainnet.scenario import DISCIPLINES, DISTRIBUTIONS
 
 OBJECTIVES = ("min_loss", "max_accuracy")
 
@@ -278,6 +279,8 @@ def _check_device(dev: HostDevice, dw: str) -> None:
             raise ScenarioError(f"{dw}.{key}", v, "must be a finite number > 0")
     if dev.capacity < 1:
         raise ScenarioError(f"{dw}.capacity", dev.capacity, "must be an integer >= 1")
+    if dev.discipline not in DISCIPLINES:
+        raise ScenarioError(f"{dw}.discipline", dev.discipline, f"one of {DISCIPLINES}")
 
 
 def _check_service(sv: Service, sw: str, devices: tuple[HostDevice, ...], kind: str) -> None:
@@ -321,8 +324,19 @@ def _check_fragment(fr: Fragment, fw: str, last: bool, kind: str) -> None:
         v = getattr(fr, key)
         if not (math.isfinite(v) and v >= 0):
             raise ScenarioError(f"{fw}.{key}", v, "memory sizes must be finite numbers >= 0")
+    if fr.distribution not in DISTRIBUTIONS:
+        raise ScenarioError(f"{fw}.distribution", fr.distribution, f"one of {DISTRIBUTIONS}")
+    if (fr.distribution == "general") != (fr.scv is not None):
+        raise ScenarioError(f"{fw}.scv", fr.scv, "set (> 0) for 'general' service, and only then")
+    if fr.scv is not None and not (math.isfinite(fr.scv) and fr.scv > 0):
+        raise ScenarioError(f"{fw}.scv", fr.scv, "must be a finite number > 0")
+    if fr.accuracy is not None and not 0.0 <= fr.accuracy <= 1.0:
+        raise ScenarioError(f"{fw}.accuracy", fr.accuracy, "in [0, 1]")
     if fr.exit and last:
         raise ScenarioError(f"{fw}.exit", "...", "the last fragment cannot have an exit")
+    thresholds = [o.threshold for o in fr.exit]
+    if not all(math.isfinite(t) for t in thresholds) or len(set(thresholds)) != len(thresholds):
+        raise ScenarioError(f"{fw}.exit", thresholds, "thresholds must be finite and distinct")
     for j, o in enumerate(fr.exit):
         if not 0.0 <= o.exit_prob < 1.0:
             raise ScenarioError(f"{fw}.exit[{j}].exit_prob", o.exit_prob, "in [0, 1)")

@@ -86,8 +86,6 @@ DEFAULT_N = 1000
 def _source_scenarios(source: str | Path, n: int | None) -> tuple[list[str], dict]:
     """Scenario JSON of every sample of an existing dataset, in sample order, and its manifest."""
     root = Path(source)
-    if not (root / "manifest.json").is_file():
-        raise DatasetError(f"from_dataset: {root} is not a dataset folder (no manifest.json)")
     try:
         manifest = check_dataset(root)
     except DatasetError as exc:

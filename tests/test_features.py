@@ -10,6 +10,7 @@ from tests_helpers import KINDS, ROOT, random_scenario
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
+from chainnet.dataset.store import DatasetError
 from chainnet.learn.data import QoSDataset, split_of
 from chainnet.learn.features import (
     DEVICE_STATIC,
@@ -133,7 +134,7 @@ def test_dataset_from_a_generated_dataset(tmp_path):
 
 
 def test_dataset_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a dataset folder"):
+    with pytest.raises(DatasetError, match="not a dataset folder"):
         QoSDataset(tmp_path)
     with pytest.raises(ValueError, match="split"):
         QoSDataset(tmp_path, "dev")

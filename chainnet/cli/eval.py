@@ -7,7 +7,6 @@ predictions.csv and pred_vs_sim.png to the run's output folder, and prints the m
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -21,7 +20,7 @@ from chainnet.learn.evaluation import (
     predict_graphs,
 )
 from chainnet.learn.plots import plot_predictions
-from chainnet.learn.surrogate import RangesUnknownWarning, Surrogate
+from chainnet.learn.surrogate import Surrogate
 
 
 def run_eval(cfg: DictConfig):
@@ -34,9 +33,8 @@ def run_eval(cfg: DictConfig):
         if not cfg.ckpt_path:
             raise ValueError("ckpt_path: give a checkpoint of train.py, or analytic=true")
         name = Path(cfg.ckpt_path).name
-        with warnings.catch_warnings():  # eval does not use the training ranges
-            warnings.simplefilter("ignore", RangesUnknownWarning)
-            net = Surrogate.load(cfg.ckpt_path).net  # refuses a damaged checkpoint, in one line
+        # refuses a damaged checkpoint, in one line; eval does not use the training ranges
+        net = Surrogate.load(cfg.ckpt_path, warn_ranges=False).net
         pred = predict_graphs(net, QoSDataset(root, split, fractions), cfg.data.batch_size)
     table, df = evaluate(root, pred)
     out = Path(cfg.paths.output_dir)

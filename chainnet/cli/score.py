@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from chainnet.cli.common import check_config, command, user_errors
-from chainnet.learn.surrogate import RangesUnknownWarning, Surrogate, out_of_range_warning
+from chainnet.learn.surrogate import Surrogate, out_of_range_warning
 from chainnet.scenario import Scenario, ScenarioError, load_document
 
 
@@ -54,9 +53,7 @@ def read_scenarios(path: str | Path) -> tuple[list[Scenario], list[str]]:
 def run(cfg: DictConfig) -> int:
     if not cfg.ckpt_path:
         raise ValueError("ckpt_path: give a checkpoint of train.py")
-    with warnings.catch_warnings():  # said once below, as a note
-        warnings.simplefilter("ignore", RangesUnknownWarning)
-        surrogate = Surrogate.load(cfg.ckpt_path)
+    surrogate = Surrogate.load(cfg.ckpt_path, warn_ranges=False)  # the note: printed below
     scenarios, bad = read_scenarios(cfg.scenarios)
     for line in bad:
         print(f"invalid, not scored: {line}", file=sys.stderr)

@@ -101,7 +101,7 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if path.exists() and not path.is_file():
         raise DatasetError(f"{path} is not a file")
     if not path.is_file():
-        raise DatasetError(f"{path}: no manifest (not a dataset folder)")
+        raise DatasetError(f"{Path(root)}: not a dataset folder (no {MANIFEST})")
     try:
         m = json.loads(path.read_text())
         for k, shard in [*m["shards"].items(), *m.get("writing", {}).items()]:

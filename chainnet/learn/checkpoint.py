@@ -106,12 +106,7 @@ def check_resume(path: str | Path, module: torch.nn.Module) -> dict:
             f"{path}: holds no training state ({', '.join(missing)}): a checkpoint to score "
             "with, not one to resume training from"
         )
-    version = ckpt["hyper_parameters"].get("feature_version", 1)
-    if version != FEATURE_VERSION:
-        raise CheckpointError(
-            f"{path}: made with feature version {version}, and this chainnet computes version "
-            f"{FEATURE_VERSION}; start a new training run"
-        )
+    check_feature_version(ckpt, path, "start a new training run")
     bad = non_finite(ckpt["optimizer_states"], "optimizer_states")
     if bad:
         raise CheckpointError(f"{path}: {bad} holds NaN or infinite values; not used")
@@ -137,3 +132,13 @@ def check_resume(path: str | Path, module: torch.nn.Module) -> dict:
             "the model settings it was trained with"
         )
     return ckpt
+
+
+def check_feature_version(ckpt: dict, path: Path, advice: str) -> None:
+    """One line (`CheckpointError`) if the checkpoint's features are not this chainnet's."""
+    version = ckpt["hyper_parameters"].get("feature_version", 1)
+    if version != FEATURE_VERSION:
+        raise CheckpointError(
+            f"{path}: made with feature version {version}, and this chainnet computes version "
+            f"{FEATURE_VERSION}; {advice}"
+        )

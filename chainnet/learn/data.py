@@ -31,6 +31,18 @@ from chainnet.scenario import Scenario
 SPLITS = ("train", "val", "test")
 
 
+def check_fractions(fractions, where: str = "fractions") -> tuple[float, float, float]:
+    """The train / val / test shares as floats; one clear line unless three shares summing to 1."""
+    try:
+        shares = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        shares = ()
+    if len(shares) != 3 or min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-9:
+        shown = list(shares) if shares else fractions
+        raise ValueError(f"{where}: got {shown!r}; three shares that sum to 1")
+    return shares
+
+
 def split_of(sample_ids: np.ndarray, fractions: tuple[float, float, float]) -> np.ndarray:
     """0 (train), 1 (val) or 2 (test) per sample id; depends on the id only."""
     ids = np.asarray(sample_ids, dtype=np.uint64)
@@ -51,13 +63,8 @@ class QoSDataset(InMemoryDataset):
     ):
         if split not in SPLITS:
             raise ValueError(f"split: got {split!r}; one of {SPLITS}")
-        fractions = tuple(float(f) for f in fractions)
-        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
-            raise ValueError(f"fractions: got {fractions}; three shares that sum to 1")
+        fractions = check_fractions(fractions)
         self.source = Path(root)
-        manifest = self.source / "manifest.json"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"{self.source}: not a dataset folder (no manifest.json)")
         # What verify checks (checksums, no stray part file, complete), even when the processed
         # splits are cached: a damaged or unfinished dataset is refused, never trained on.
         recorded = check_dataset(self.source)

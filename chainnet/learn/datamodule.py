@@ -7,7 +7,7 @@ import numbers
 import lightning as L
 from torch_geometric.loader import DataLoader
 
-from chainnet.learn.data import SPLITS, QoSDataset
+from chainnet.learn.data import SPLITS, QoSDataset, check_fractions
 
 
 class QoSDataModule(L.LightningDataModule):
@@ -22,14 +22,7 @@ class QoSDataModule(L.LightningDataModule):
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise ValueError(f"data.{name}: got {value!r}; must be an integer >= {least}")
-        try:
-            fractions = tuple(float(f) for f in fractions)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"data.fractions: got {fractions!r}; three shares that sum to 1"
-            ) from None
-        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
-            raise ValueError(f"data.fractions: got {list(fractions)}; three shares that sum to 1")
+        fractions = check_fractions(fractions, "data.fractions")
         root = str(root)  # plain, for weights_only
         self.save_hyperparameters(logger=False)
         self.sets: dict[str, QoSDataset] = {}

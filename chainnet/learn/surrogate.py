@@ -35,8 +35,8 @@ import pandas as pd
 import torch
 from torch_geometric.utils import scatter
 
-from chainnet.learn.checkpoint import CheckpointError, read_checkpoint
-from chainnet.learn.features import FEATURE_VERSION, graph_batch
+from chainnet.learn.checkpoint import CheckpointError, check_feature_version, read_checkpoint
+from chainnet.learn.features import graph_batch
 from chainnet.learn.models import MODEL_CLASSES, resolve_target
 from chainnet.learn.prior import (
     chain_of_fragments,
@@ -78,12 +78,7 @@ class RangesUnknownWarning(UserWarning):
 def build_net(ckpt: dict, path: Path) -> torch.nn.Module:
     """The checkpoint's network, built from its config and weights, in eval mode."""
     hp = ckpt["hyper_parameters"]
-    version = hp.get("feature_version", 1)
-    if version != FEATURE_VERSION:
-        raise CheckpointError(
-            f"{path}: made with feature version {version}, and this chainnet computes version "
-            f"{FEATURE_VERSION}; retrain it with this version (python train.py ...)"
-        )
+    check_feature_version(ckpt, path, "retrain it with this version (python train.py ...)")
     if not isinstance(hp.get("net"), dict):
         raise CheckpointError(f"{path}: holds no network config (hyper_parameters.net)")
     cfg = resolve_target(hp["net"])
@@ -214,11 +209,13 @@ class Surrogate:
         self.ranges = ranges
 
     @classmethod
-    def load(cls, path: str | Path) -> Surrogate:
+    def load(cls, path: str | Path, warn_ranges: bool = True) -> Surrogate:
+        """The checkpoint at `path`, checked; a `RangesUnknownWarning` if it holds no training
+        ranges, unless `warn_ranges` is False (a command that prints `ranges_note` itself)."""
         path = Path(path)
         ckpt = read_checkpoint(path)
         out = cls(build_net(ckpt, path), str(path), build_ranges(ckpt))
-        if not out.ranges_known:
+        if warn_ranges and not out.ranges_known:
             warnings.warn(out.ranges_note, RangesUnknownWarning, stacklevel=2)
         return out
 

@@ -8,7 +8,6 @@ runs one simulation per candidate (the baseline a surrogate must beat). Both hav
 from __future__ import annotations
 
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,9 +117,7 @@ def make_scorer(
         if not ckpt_path:
             raise ValueError("ckpt_path: scorer=surrogate needs a checkpoint of train.py")
         # `chainnet.Surrogate` loads torch on first use (2 s): the simulator never needs it.
-        with warnings.catch_warnings():  # a checkpoint without ranges: said once, below
-            warnings.simplefilter("ignore", UserWarning)
-            surrogate = chainnet.Surrogate.load(ckpt_path)
+        surrogate = chainnet.Surrogate.load(ckpt_path, warn_ranges=False)  # the note: below
         if not surrogate.ranges_known:
             print(surrogate.ranges_note, file=sys.stderr)
         return SurrogateScorer(space, surrogate)

@@ -234,3 +234,30 @@ def test_configs_share_their_blocks_and_every_command_writes_under_the_log_dir(t
     assert exp.trainer.max_epochs == 30 and exp.model.optimizer.lr == 0.001
     # datagen writes where train.py reads by default
     assert gen.out == exp.data.root == default_root
+
+
+def test_epoch_metrics_are_the_per_chain_metrics_eval_reports(tiny, tiny_run):
+    """The logged validation metrics are exact per-chain means over the epoch, not means of
+    per-batch values: eval.py's numbers, whatever the batch size (here 2 graphs a batch)."""
+    import lightning as L
+
+    from chainnet.learn.evaluation import evaluate, predict_graphs
+
+    module = tiny_run[0].module.eval()
+    ds = QoSDataset(tiny, "val")
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    logged = trainer.validate(module, DataLoader(ds, batch_size=2), verbose=False)[0]
+    table, _ = evaluate(tiny, predict_graphs(module.net, ds))
+    for name in ("mape_throughput_ratio", "mape_response_ratio", "mae_loss_ratio"):
+        assert logged[f"val/{name}"] == pytest.approx(table.loc["all", name], rel=1e-5), name
+
+
+def test_a_misspelt_optimized_metric_is_named():
+    from chainnet.cli.train import optimized
+
+    assert optimized({"val/loss": 0.5}, "val/loss") == 0.5
+    assert optimized({"val/loss": 0.5}, None) is None
+    with pytest.raises(ValueError, match=r"optimized_metric: got 'val/los'; the run logged"):
+        optimized({"val/loss": 0.5}, "val/los")

@@ -93,8 +93,17 @@ def main(cfg: DictConfig) -> float | None:
     with user_errors():
         check_config(cfg, open_groups=("model", "trainer", "callbacks", "logger"))
         metrics = train(cfg).metrics
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+        return optimized(metrics, cfg.get("optimized_metric"))
+
+
+def optimized(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a sweep optimizes; one line naming the metrics logged if `name` is not one (a
+    misspelt name would otherwise hand the sweeper None)."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise ValueError(f"optimized_metric: got {name!r}; the run logged {sorted(metrics)}")
+    return metrics[name]
 
 
 if __name__ == "__main__":

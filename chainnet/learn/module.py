@@ -16,12 +16,20 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MeanMetric
 
 from chainnet.learn.checkpoint import read_checkpoint
 from chainnet.learn.features import FEATURE_VERSION
-from chainnet.learn.metrics import mae, mape
 from chainnet.learn.models import resolve_target
 from chainnet.learn.ranges import TrainingRanges
+
+# Logged for val and test: name -> (kind, column of the chain outputs). The loss ratio is 1 - the
+# throughput ratio: the same absolute error.
+EPOCH_METRICS = {
+    "mape_throughput_ratio": ("mape", 0),
+    "mape_response_ratio": ("mape", 1),
+    "mae_loss_ratio": ("mae", 0),
+}
 
 
 def _finite(value: Any) -> bool:
@@ -60,6 +68,11 @@ class QoSModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.net = instantiate(net)
         self.ranges = TrainingRanges()
+        # Exact epoch metrics: per-chain means accumulated over the whole epoch (and over every
+        # process of a distributed run), the same numbers eval.py reports; not saved in checkpoints.
+        self.epoch_metrics = torch.nn.ModuleDict(
+            {f"{s}_{name}": MeanMetric() for s in ("val", "test") for name in EPOCH_METRICS}
+        )
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
@@ -100,12 +113,20 @@ class QoSModule(L.LightningModule):
         self.log(f"{split}/loss", loss, batch_size=n, prog_bar=split != "train")
         self.log(f"{split}/fixed_point_iterations", float(iterations), batch_size=n)
         if split != "train":
-            pred, true = out.detach().cpu().numpy(), y.cpu().numpy()
-            self.log(f"{split}/mape_throughput_ratio", mape(pred[:, 0], true[:, 0]), batch_size=n)
-            self.log(f"{split}/mape_response_ratio", mape(pred[:, 1], true[:, 1]), batch_size=n)
-            # loss ratio = 1 - throughput ratio: the same absolute error
-            self.log(f"{split}/mae_loss_ratio", mae(pred[:, 0], true[:, 0]), batch_size=n)
+            self._log_epoch_metrics(split, out.detach(), y)
         return loss
+
+    def _log_epoch_metrics(self, split: str, pred: torch.Tensor, true: torch.Tensor) -> None:
+        """Per-chain errors into the epoch's means: MAPE of both ratios (chains whose true value
+        is 0 or unknown left out, as `chainnet.learn.metrics.mape`), MAE of the loss ratio."""
+        known = torch.isfinite(true) & torch.isfinite(pred)
+        for name, (kind, col) in EPOCH_METRICS.items():
+            p, t = pred[:, col], true[:, col]
+            ok = known[:, col] & (t != 0) if kind == "mape" else known[:, col]
+            err = (p[ok] - t[ok]).abs()
+            metric = self.epoch_metrics[f"{split}_{name}"]
+            metric.update(err / t[ok].abs() if kind == "mape" else err)
+            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch; override e.g. `make TORCH=torch==2.14.1 install`.
 TORCH ?= torch==2.13.0
+# Test processes (pytest-xdist): two suit this 2-CPU machine; `make TEST_WORKERS=0 test` runs serially.
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -37,10 +39,10 @@ demo: $(STAMP)
 	@echo "  its predicted and simulated QoS, convergence plot)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-full: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "slow or not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

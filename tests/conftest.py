@@ -1,6 +1,9 @@
 """Fixtures several test modules share: a tiny generated dataset and a model trained on it."""
 
+import os
+
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from tests_helpers import FAST, PRESET, PUBLISHED
@@ -8,6 +11,11 @@ from tests_helpers import FAST, PRESET, PUBLISHED
 from chainnet.cli.common import CONF
 from chainnet.cli.train import train
 from datagen.generate import generate
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on this 2-CPU machine: one torch thread each, or their threads
+    # contend (two torch processes of 2 threads each run several times slower).
+    torch.set_num_threads(1)
 
 
 def pytest_runtest_setup(item):

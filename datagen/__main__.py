@@ -8,7 +8,7 @@ import sys
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from chainnet.cli.common import check_config, command, user_errors
+from chainnet.cli.common import command
 from chainnet.configs import settings_from
 from chainnet.dataset.store import DatasetError
 from datagen.generate import Interrupted, generate
@@ -58,13 +58,11 @@ def run(cfg: DictConfig) -> dict:
 
 @command("datagen")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        check_config(cfg)
-        try:
-            run(cfg)
-        except Interrupted as exc:
-            print(exc, file=sys.stderr)
-            sys.exit(130)
+    try:
+        run(cfg)
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from chainnet.cli.common import check_config, command, user_errors
+from chainnet.cli.common import command
 from chainnet.dataset.published import read_chainnet_split
 from chainnet.dataset.store import DatasetStore, boolean, code_version, positive_int
 from chainnet.dataset.tables import TABLES, scenario_rows
@@ -75,9 +75,7 @@ def _write(store: DatasetStore, samples, shard_size: int, progress: bool) -> Non
 
 @command("import_chainnet")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        check_config(cfg)
-        n = import_split(cfg.src, cfg.out, cfg.shard_size, cfg.progress)
+    n = import_split(cfg.src, cfg.out, cfg.shard_size, cfg.progress)
     print(f"imported {n} samples into {cfg.out}")
 
 

@@ -12,15 +12,13 @@ import sys
 
 from omegaconf import DictConfig
 
-from chainnet.cli.common import check_config, command, user_errors
+from chainnet.cli.common import command
 from chainnet.dataset.store import verify
 
 
 @command("datagen_verify")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        check_config(cfg)
-        problems = verify(cfg.out)
+    problems = verify(cfg.out)
     if problems:
         print(f"{cfg.out}: {len(problems)} problem(s)", file=sys.stderr)
         for p in problems:

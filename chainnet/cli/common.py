@@ -71,12 +71,23 @@ def _one_line_warnings(show: Callable) -> Callable:
     return one_line
 
 
-def command(config_name: str, hints: Mapping[str, str] | None = None) -> Callable:
-    """`hydra.main` on conf/`config_name`.yaml, with `check_group_overrides` run on the command line
-    first (`hints`: a group name -> the advice given when it is not this command's)."""
+def command(
+    config_name: str, hints: Mapping[str, str] | None = None, open_groups: Sequence[str] = ()
+) -> Callable:
+    """`hydra.main` on conf/`config_name`.yaml for a command's task: `check_group_overrides` runs
+    on the command line first (`hints`: a group name -> the advice given when it is not this
+    command's), then the task runs under `user_errors` after `check_config(cfg, open_groups)`."""
 
     def wrap(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-        hydra_main = hydra.main(version_base="1.3", config_path=CONF, config_name=config_name)(task)
+        @functools.wraps(task)  # Hydra names the job after the task's module, as before
+        def checked(cfg: DictConfig) -> Any:
+            with user_errors():
+                check_config(cfg, open_groups=open_groups)
+                return task(cfg)
+
+        hydra_main = hydra.main(version_base="1.3", config_path=CONF, config_name=config_name)(
+            checked
+        )
 
         @functools.wraps(task)
         def main() -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from chainnet.cli.common import check_config, command, user_errors
+from chainnet.cli.common import command
 from chainnet.learn.data import QoSDataset
 from chainnet.learn.evaluation import (
     evaluate,
@@ -50,9 +50,7 @@ def run_eval(cfg: DictConfig):
 
 @command("eval")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        check_config(cfg)
-        run_eval(cfg)
+    run_eval(cfg)
 
 
 if __name__ == "__main__":

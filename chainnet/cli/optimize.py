@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from chainnet.cli.common import check_config, command, user_errors
+from chainnet.cli.common import command
 from chainnet.configs import settings_from
 from chainnet.optim.problem import Problem
 from chainnet.optim.report import describe_space, report, write_outputs
@@ -53,9 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @command("optimize")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        check_config(cfg)
-        run(cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from chainnet.cli.common import check_config, command, user_errors
+from chainnet.cli.common import command
 from chainnet.learn.surrogate import Surrogate, out_of_range_warning
 from chainnet.scenario import Scenario, ScenarioError, load_document
 
@@ -94,9 +94,7 @@ def run(cfg: DictConfig) -> int:
 
 @command("score")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        check_config(cfg)
-        code = run(cfg)
+    code = run(cfg)
     sys.exit(code)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from chainnet.cli.common import check_config, command, user_errors
+from chainnet.cli.common import command
 from chainnet.configs import settings_from
 from chainnet.scenario import Scenario
 from chainnet.sim import SimulationResult, make_engine
@@ -82,9 +82,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
 
 @command("simulate", hints=HINTS)
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        check_config(cfg)
-        run(cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from chainnet.cli.common import check_config, command, user_errors
+from chainnet.cli.common import command
 from chainnet.learn.checkpoint import check_resume
 from chainnet.learn.evaluation import report
 
@@ -88,12 +88,10 @@ def train(cfg: DictConfig) -> Trained:
     return Trained(metrics, best or None, model)
 
 
-@command("train")
+@command("train", open_groups=("model", "trainer", "callbacks", "logger"))
 def main(cfg: DictConfig) -> float | None:
-    with user_errors():
-        check_config(cfg, open_groups=("model", "trainer", "callbacks", "logger"))
-        metrics = train(cfg).metrics
-        return optimized(metrics, cfg.get("optimized_metric"))
+    metrics = train(cfg).metrics
+    return optimized(metrics, cfg.get("optimized_metric"))
 
 
 def optimized(metrics: dict[str, float], name: str | None) -> float | None:

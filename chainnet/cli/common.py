@@ -2,10 +2,11 @@
 
 - `user_errors()`: invalid input (scenario, settings, config, files) becomes `error: <one line>`
   and exit code 2; a `ScenarioWarning` is printed as one `warning: <message>` line.
-- `command(config_name)`: `hydra.main` for our commands. Before Hydra reads the command line, it
-  refuses a config group that belongs to another command (`debug=...` on `chainnet.simulate`:
-  conf/debug/ is train.py's) and a group given something that names none of its options
-  (`simulator=true`); Hydra itself ends those in a traceback or a multi-line report.
+- `command(config_name)`: `hydra.main` for our commands; the task then runs under `user_errors`
+  after `check_config`. Before Hydra reads the command line, it refuses a config group that
+  belongs to another command (`debug=...` on `chainnet.simulate`: conf/debug/ is train.py's) and a
+  group given something that names none of its options (`simulator=true`); Hydra itself ends
+  those in a traceback or a multi-line report.
 - `check_config(cfg)`: the composed config against what the config files define, with the same
   group choices: a key the files do not have (added with `+key=...`) is refused, and a changed
   value must have the type of its default (true/false for a boolean, a number for a number, a list

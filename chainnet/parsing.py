@@ -134,10 +134,6 @@ def text(v: Any, where: str) -> str:
 _PLAIN = {real: (int, float), number: (float,), integer: (int,), text: (str,)}
 
 
-def optional(v: Any, conv, where: str):
-    return None if v is None else conv(v, where)
-
-
 # ---- ranges --------------------------------------------------------------------------------
 
 
@@ -226,7 +222,7 @@ def _device(d: Any, where: str, index: int) -> dict:
         "name": text(d.get("name", f"d{index}"), f"{where}.name"),
         "capacity": integer(d["capacity"], f"{where}.capacity"),
         "speed": number(d.get("speed", 1.0), f"{where}.speed"),
-        "memory": optional(d.get("memory"), number, f"{where}.memory"),
+        "memory": maybe(number)(d.get("memory"), f"{where}.memory"),
         "discipline": text(d.get("discipline", "fcfs"), f"{where}.discipline"),
     }
 
@@ -237,11 +233,11 @@ def _stage(s: Any, where: str) -> dict:
         "device": text(s["device"], f"{where}.device"),
         "work": number(s["work"], f"{where}.work"),
         "distribution": text(s.get("distribution", "det"), f"{where}.distribution"),
-        "scv": optional(s.get("scv"), number, f"{where}.scv"),
+        "scv": maybe(number)(s.get("scv"), f"{where}.scv"),
         "job_memory": number(s.get("job_memory", 0.0), f"{where}.job_memory"),
         "exit_prob": number(s.get("exit_prob", 0.0), f"{where}.exit_prob"),
-        "exit_accuracy": optional(s.get("exit_accuracy"), number, f"{where}.exit_accuracy"),
-        "fragment": optional(s.get("fragment"), text, f"{where}.fragment"),
+        "exit_accuracy": maybe(number)(s.get("exit_accuracy"), f"{where}.exit_accuracy"),
+        "fragment": maybe(text)(s.get("fragment"), f"{where}.fragment"),
     }
 
 
@@ -257,7 +253,7 @@ def _chains(c: Any, where: str, index: int) -> list[dict]:
     if ("stages" in c) == ("routes" in c):
         raise ScenarioError(where, sorted(c), "give exactly one of 'stages' or 'routes'")
     if "stages" in c:
-        service = optional(c.get("service"), text, f"{where}.service")
+        service = maybe(text)(c.get("service"), f"{where}.service")
         stages = _stages(c["stages"], f"{where}.stages")
         return [{"name": name, "arrival_rate": rate, "stages": stages, "service": service}]
     routes = sequence(c["routes"], f"{where}.routes")
@@ -285,8 +281,8 @@ def _region(r: Any, where: str, index: int) -> dict:
     return {
         "name": text(r.get("name", f"region{index}"), f"{where}.name"),
         "devices": tuple(text(d, f"{where}.devices[{k}]") for k, d in enumerate(devices)),
-        "capacity": optional(r.get("capacity"), integer, f"{where}.capacity"),
-        "memory": optional(r.get("memory"), number, f"{where}.memory"),
+        "capacity": maybe(integer)(r.get("capacity"), f"{where}.capacity"),
+        "memory": maybe(number)(r.get("memory"), f"{where}.memory"),
     }
 
 

@@ -39,13 +39,15 @@ from chainnet.documents import load_document
 from chainnet.parsing import (
     ScenarioError,
     ScenarioTypeError,
+    capacity,
     coerce,
     integer,
     items_of,
     mapping,
     maybe,
     number,
-    optional,
+    positive,
+    probability,
     real,
     sequence,
     spec,
@@ -176,7 +178,7 @@ def _device(x: Any, w: str) -> HostDevice:
         name=text(x["name"], f"{w}.name"),
         speed=number(x["speed"], f"{w}.speed"),
         capacity=integer(x["capacity"], f"{w}.capacity"),
-        ram=optional(x.get("ram"), number, f"{w}.ram"),
+        ram=maybe(number)(x.get("ram"), f"{w}.ram"),
         discipline=text(x.get("discipline", "fcfs"), f"{w}.discipline"),
     )
 
@@ -190,7 +192,7 @@ def _service(x: Any, w: str) -> Service:
             _fragment(fr, k, f"{w}.fragments[{k}]")
             for k, fr in enumerate(sequence(x["fragments"], f"{w}.fragments"))
         ),
-        gateway=optional(x.get("gateway"), text, f"{w}.gateway"),
+        gateway=maybe(text)(x.get("gateway"), f"{w}.gateway"),
     )
 
 
@@ -202,12 +204,12 @@ def _fragment(fr: Any, k: int, w: str) -> Fragment:
         memory=number(fr.get("memory", 0.0), f"{w}.memory"),
         job_memory=number(fr.get("job_memory", 0.0), f"{w}.job_memory"),
         distribution=text(fr.get("distribution", "det"), f"{w}.distribution"),
-        scv=optional(fr.get("scv"), number, f"{w}.scv"),
+        scv=maybe(number)(fr.get("scv"), f"{w}.scv"),
         exit=tuple(
             _exit_option(o, j, f"{w}.exit[{j}]")
             for j, o in enumerate(sequence(fr.get("exit") or [], f"{w}.exit"))
         ),
-        accuracy=optional(fr.get("accuracy"), number, f"{w}.accuracy"),
+        accuracy=maybe(number)(fr.get("accuracy"), f"{w}.accuracy"),
     )
 
 
@@ -216,7 +218,7 @@ def _exit_option(o: Any, j: int, w: str) -> ExitOption:
     return ExitOption(
         threshold=number(o.get("threshold", j), f"{w}.threshold"),
         exit_prob=number(o["exit_prob"], f"{w}.exit_prob"),
-        accuracy=optional(o.get("accuracy"), number, f"{w}.accuracy"),
+        accuracy=maybe(number)(o.get("accuracy"), f"{w}.accuracy"),
     )
 
 
@@ -224,7 +226,7 @@ def _objective(obj: Any, w: str) -> Objective:
     obj = mapping(obj, w, _names(Objective), ())
     return Objective(
         kind=text(obj.get("kind", "min_loss"), f"{w}.kind"),
-        max_loss=optional(obj.get("max_loss"), number, f"{w}.max_loss"),
+        max_loss=maybe(number)(obj.get("max_loss"), f"{w}.max_loss"),
         penalty=number(obj.get("penalty", 10.0), f"{w}.penalty"),
     )
 
@@ -275,18 +277,16 @@ def check_problem(problem: Problem) -> None:
 def _check_device(dev: HostDevice, dw: str) -> None:
     for key in ("speed", "ram"):
         v = getattr(dev, key)
-        if v is not None and not (math.isfinite(v) and v > 0):
-            raise ScenarioError(f"{dw}.{key}", v, "must be a finite number > 0")
-    if dev.capacity < 1:
-        raise ScenarioError(f"{dw}.capacity", dev.capacity, "must be an integer >= 1")
+        if v is not None:
+            positive(v, f"{dw}.{key}")
+    capacity(dev.capacity, f"{dw}.capacity")
     if dev.discipline not in DISCIPLINES:
         raise ScenarioError(f"{dw}.discipline", dev.discipline, f"one of {DISCIPLINES}")
 
 
 def _check_service(sv: Service, sw: str, devices: tuple[HostDevice, ...], kind: str) -> None:
     device_names = {d.name for d in devices}
-    if not (math.isfinite(sv.arrival_rate) and sv.arrival_rate > 0):
-        raise ScenarioError(f"{sw}.arrival_rate", sv.arrival_rate, "must be > 0")
+    positive(sv.arrival_rate, f"{sw}.arrival_rate")
     if not sv.fragments:
         raise ScenarioError(f"{sw}.fragments", [], "at least one fragment")
     if sv.gateway is not None and sv.gateway not in device_names:
@@ -318,8 +318,7 @@ def _check_fits(fr: Fragment, fw: str, hosts: list[HostDevice], gateway: str | N
 
 
 def _check_fragment(fr: Fragment, fw: str, last: bool, kind: str) -> None:
-    if not (math.isfinite(fr.work) and fr.work > 0):
-        raise ScenarioError(f"{fw}.work", fr.work, "must be a finite number > 0")
+    positive(fr.work, f"{fw}.work")
     for key in ("memory", "job_memory"):
         v = getattr(fr, key)
         if not (math.isfinite(v) and v >= 0):
@@ -328,10 +327,10 @@ def _check_fragment(fr: Fragment, fw: str, last: bool, kind: str) -> None:
         raise ScenarioError(f"{fw}.distribution", fr.distribution, f"one of {DISTRIBUTIONS}")
     if (fr.distribution == "general") != (fr.scv is not None):
         raise ScenarioError(f"{fw}.scv", fr.scv, "set (> 0) for 'general' service, and only then")
-    if fr.scv is not None and not (math.isfinite(fr.scv) and fr.scv > 0):
-        raise ScenarioError(f"{fw}.scv", fr.scv, "must be a finite number > 0")
-    if fr.accuracy is not None and not 0.0 <= fr.accuracy <= 1.0:
-        raise ScenarioError(f"{fw}.accuracy", fr.accuracy, "in [0, 1]")
+    if fr.scv is not None:
+        positive(fr.scv, f"{fw}.scv")
+    if fr.accuracy is not None:
+        probability(fr.accuracy, f"{fw}.accuracy")
     if fr.exit and last:
         raise ScenarioError(f"{fw}.exit", "...", "the last fragment cannot have an exit")
     thresholds = [o.threshold for o in fr.exit]

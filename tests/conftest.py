@@ -38,6 +38,7 @@ def train_config(data, out, *overrides):
                 "model.net.hidden=8",
                 "trainer.max_epochs=2",
                 "trainer.enable_progress_bar=false",
+                "trainer.accelerator=cpu",  # tiny runs stay on the CPU on a GPU machine too
                 *overrides,
             ],
             return_hydra_config=False,

@@ -44,9 +44,10 @@ def test_outputs_are_bounded_and_the_fixed_point_is_reported(agg, gru):
     assert out.shape == (batch["chain"].num_nodes, 2)
     assert pass_prob.shape == (batch["fragment"].num_nodes,)
     assert ((out > 0) & (out < 1)).all() and ((pass_prob > 0) & (pass_prob < 1)).all()
-    assert iterations == 4  # a tolerance of 1e-9 is never met by an untrained model
+    # an untrained model's pass probabilities keep moving by more than 1e-9 (on most scenarios)
+    assert iterations.max() == 4 and (iterations >= 3).all() and len(iterations) == 8
     loose = ChainNet(hidden=16, rounds=2, device_agg=agg, chain_gru=gru, max_iter=4, tol=10.0)
-    assert loose(batch)[2] == 2  # any change is under a tolerance of 10: stop after one update
+    assert loose(batch)[2].tolist() == [2] * 8  # every change is under 10: one update each
 
 
 def test_a_graph_gives_the_same_answer_alone_or_in_a_batch():
@@ -55,13 +56,13 @@ def test_a_graph_gives_the_same_answer_alone_or_in_a_batch():
     alone_batches = [next(iter(DataLoader([g], batch_size=1))) for g in gs]
     model = ChainNet(hidden=16, rounds=2, max_iter=6, tol=0.3).eval()
     with torch.no_grad():
-        runs = [model(b)[2] for b in alone_batches]
+        runs = [int(model(b)[2]) for b in alone_batches]
         # the graphs converge after different numbers of runs: a batch-wide stopping rule would
         # give a graph another answer beside its batch-mates (4e-6 apart here)
         assert len(set(runs)) > 1, runs
         together, _, iterations = model(next(iter(DataLoader(gs, batch_size=6))))
         alone = torch.cat([model(b)[0] for b in alone_batches])
-    assert iterations == max(runs)
+    assert iterations.tolist() == runs  # reported per scenario
     assert torch.allclose(together, alone, rtol=0.0, atol=1e-6)
 
 

@@ -4,6 +4,12 @@ Everything is built from config (conf/train.yaml and its groups). Returns the me
 `optimized_metric`, so Optuna sweeps work; a wandb run, when used, is always finished. A setting
 a class refuses (`model.net.hidden=0`) ends in one line naming it, and a checkpoint to resume from
 (`ckpt_path=`) is checked before Lightning reads it (`chainnet.learn.checkpoint.check_resume`).
+
+Devices: `trainer.accelerator=auto` (the default) is a CUDA GPU where there is one and the CPU
+otherwise (`accelerator_for`). Several processes (`trainer=ddp`) train one model together: every
+process fits and tests (on its own share of the graphs), and the first writes the checkpoints
+(Lightning), the logs and the report files; such a run cannot be a job of a Hydra multirun
+(`check_launch`).
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import MPSAccelerator
 from omegaconf import DictConfig
 
 from chainnet.cli.common import command
@@ -59,7 +69,9 @@ def train(cfg: DictConfig) -> Trained:
     model = build(cfg.model, "model", _recursive_=False)
     callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
     loggers = [build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items()]
-    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    device = {"accelerator": accelerator_for(cfg.trainer.get("accelerator", "auto"))}
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **device)
+    check_launch(trainer, HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
     resume = cfg.get("ckpt_path")
     if resume and cfg.get("train", True) and str(resume) not in LIGHTNING_CKPT:
         check_resume(resume, model)  # one line, before Lightning reads it
@@ -73,11 +85,13 @@ def train(cfg: DictConfig) -> Trained:
                 model=model, datamodule=datamodule, ckpt_path=best or None, weights_only=True
             )
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        if cfg.get("test", False) and trainer.is_global_zero:  # on the whole test split, once
             report(
                 model.net,
                 datamodule.hparams.root,
                 datamodule.sets["test"],
                 Path(cfg.paths.output_dir),
+                intervals=model.intervals,  # the tested checkpoint's, loaded by trainer.test
             )
     finally:
         for lg in loggers:  # one failed job must not leave a wandb run open in a multirun
@@ -86,6 +100,37 @@ def train(cfg: DictConfig) -> Trained:
 
                 wandb.finish()
     return Trained(metrics, best or None, model)
+
+
+def accelerator_for(requested: Any) -> Any:
+    """The accelerator the Trainer is built with. `auto` is Lightning's choice (a CUDA GPU where
+    there is one, else the CPU) except Apple's MPS, which Lightning's auto would take: MPS has no
+    float64, which the model's training ranges are kept in, so `auto` is the CPU there and `mps`
+    is refused in one line, as is a GPU (`gpu`, `cuda`: trainer=gpu) where there is none."""
+    name = str(requested).lower()
+    if name == "mps":
+        raise ValueError(
+            "trainer.accelerator: got 'mps'; Apple's MPS has no float64, which the model's "
+            "training ranges are kept in: use cpu (or gpu, for CUDA)"
+        )
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator: got {name!r}, but torch sees no CUDA GPU here; use "
+            "trainer.accelerator=cpu, or auto (a GPU where there is one)"
+        )
+    if name == "auto" and MPSAccelerator.is_available():
+        return "cpu"
+    return requested
+
+
+def check_launch(trainer: L.Trainer, multirun: bool) -> None:
+    """Refuse a run of several processes as a job of a Hydra multirun (`-m`): Lightning starts the
+    other processes by running the command line again, so each would run the whole sweep."""
+    if multirun and trainer.world_size > 1:
+        raise ValueError(
+            f"trainer: a run of {trainer.world_size} processes (trainer=ddp) cannot be a job of a "
+            "multirun (-m); run each configuration as a run of its own"
+        )
 
 
 @command("train", open_groups=("model", "trainer", "callbacks", "logger"))

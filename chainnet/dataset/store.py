@@ -45,6 +45,7 @@ from chainnet.dataset.tables import TABLES
 __all__ = [
     "DatasetError",
     "DatasetStore",
+    "atomic_write_bytes",
     "boolean",
     "check_dataset",
     "code_version",
@@ -62,8 +63,10 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = _temporary(path)
+def atomic_write_bytes(path: Path, data: bytes, tmp: Path | None = None) -> None:
+    """Write `data` at `path` all at once: into `tmp` (by default the hidden temporary name),
+    flushed to disk, then renamed over `path`; a reader sees the old file or the new, never half."""
+    tmp = tmp or _temporary(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -304,4 +307,4 @@ class DatasetStore:
             t: sum(s["rows"][t] for s in self.manifest["shards"].values()) for t in TABLES
         }
         text = json.dumps(self.manifest, indent=1, sort_keys=True)
-        _atomic_write_bytes(self.manifest_path, text.encode())
+        atomic_write_bytes(self.manifest_path, text.encode())

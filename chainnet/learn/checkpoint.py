@@ -27,6 +27,10 @@ class CheckpointError(ValueError):
     """The file is not a checkpoint this version of chainnet can use."""
 
 
+# State recorded during training rather than learnt: a checkpoint made before it existed resumes.
+RECORDED = ("ranges.", "intervals.")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
@@ -110,15 +114,15 @@ def check_resume(path: str | Path, module: torch.nn.Module) -> dict:
     bad = non_finite(ckpt["optimizer_states"], "optimizer_states")
     if bad:
         raise CheckpointError(f"{path}: {bad} holds NaN or infinite values; not used")
-    # The training ranges are left out: a checkpoint made before they were recorded resumes,
-    # and they are recorded then.
+    # The training ranges and the prediction intervals are left out: a checkpoint made before
+    # they were recorded resumes, and they are recorded then.
     expected = {
-        k: tuple(v.shape) for k, v in module.state_dict().items() if not k.startswith("ranges.")
+        k: tuple(v.shape) for k, v in module.state_dict().items() if not k.startswith(RECORDED)
     }
     got = {
         k: tuple(v.shape)
         for k, v in ckpt["state_dict"].items()
-        if isinstance(v, torch.Tensor) and not k.startswith("ranges.")
+        if isinstance(v, torch.Tensor) and not k.startswith(RECORDED)
     }
     unknown = sorted(set(got) - set(expected))
     absent = sorted(set(expected) - set(got))

@@ -15,16 +15,25 @@ deterministic by sample id (a hash of the id, so neighbouring ids spread over th
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from torch_geometric.data import InMemoryDataset
+from torch_geometric.data import HeteroData, InMemoryDataset
 
-from chainnet.dataset.store import check_dataset, read_table
-from chainnet.learn.features import FEATURE_VERSION, GRAPH_VERSION, attach_targets, scenario_graph
+from chainnet.dataset.store import DatasetError, atomic_write_bytes, check_dataset, read_table
+from chainnet.learn.features import (
+    FEATURE_VERSION,
+    GRAPH_VERSION,
+    TARGETS,
+    attach_targets,
+    graph_batch,
+)
 from chainnet.parsing import ScenarioWarning
 from chainnet.scenario import Scenario
 
@@ -58,7 +67,6 @@ class QoSDataset(InMemoryDataset):
         split: str = "train",
         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         transform=None,
-        pre_transform=None,
         force_reload: bool = False,
     ):
         if split not in SPLITS:
@@ -77,9 +85,7 @@ class QoSDataset(InMemoryDataset):
         self.cache_name = f"v{FEATURE_VERSION}g{GRAPH_VERSION}_split{share}_{digest}"
         self.fractions = fractions
         self.split = split
-        super().__init__(
-            str(self.source), transform, pre_transform, force_reload=force_reload, log=False
-        )
+        super().__init__(str(self.source), transform, None, force_reload=force_reload, log=False)
         sizes = json.loads((Path(self.processed_dir) / "sizes.json").read_text())
         if sizes[split] == 0:
             raise ValueError(
@@ -117,30 +123,89 @@ class QoSDataset(InMemoryDataset):
         samples = read_table(self.source, "samples")
         chains = read_table(self.source, "chains")
         stages = read_table(self.source, "stages")
-        has_stage_labels = "arrivals" in stages.columns
-        chains_of = dict(tuple(chains.groupby("sample", sort=False)))
-        stages_of = dict(tuple(stages.groupby("sample", sort=False))) if has_stage_labels else {}
+        if "arrivals" not in stages.columns:
+            stages = None
         which = split_of(samples["sample"].to_numpy(), self.fractions)
-        out: list[list] = [[], [], []]
-        for (sid, text), part in zip(
-            samples[["sample", "scenario"]].itertuples(index=False), which
-        ):
-            g = scenario_graph(Scenario.from_json(text, where=f"sample {sid}"))
-            ch = chains_of[sid]
-            st = stages_of.get(sid)
-            attach_targets(
-                g,
-                {t: ch[t].to_numpy() for t in ("throughput_ratio", "response_ratio")},
-                None if st is None else {"arrivals": st["arrivals"], "drops": st["drops"]},
-            )
-            g.sample = torch.tensor([int(sid)])
-            if self.pre_transform is not None:
-                g = self.pre_transform(g)
-            out[part].append(g)
-        for part, graphs in zip(range(3), out):
-            if graphs:
-                self.save(graphs, self.processed_paths[part])
-            else:  # PyG cannot collate nothing; `sizes.json` says the split is empty
-                Path(self.processed_paths[part]).write_bytes(b"")
-        sizes = {s: len(g) for s, g in zip(SPLITS, out)}
-        (Path(self.processed_dir) / "sizes.json").write_text(json.dumps(sizes))
+        sizes = {}
+        for part, split in enumerate(SPLITS):
+            chosen = samples[which == part]
+            sizes[split] = len(chosen)
+            path = self.processed_paths[part]
+            if chosen.empty:  # PyG cannot collate nothing; `sizes.json` says the split is empty
+                _write_whole(Path(path), b"")
+                continue
+            ids = chosen["sample"].to_numpy()
+            scenarios = [
+                Scenario.from_json(text, where=f"sample {sid}")
+                for sid, text in zip(ids, chosen["scenario"])
+            ]
+            data, slices = stored_split(scenarios, ids, chains, stages)
+            buffer = io.BytesIO()
+            torch.save((data.to_dict(), slices, type(data)), buffer)  # as InMemoryDataset.save
+            _write_whole(Path(path), buffer.getvalue())
+        # last: PyG processes again unless every file is there
+        _write_whole(Path(self.processed_dir) / "sizes.json", json.dumps(sizes).encode())
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write a cache file atomically, under a temporary name of this process's own, so processes
+    that process the same dataset at once (a sweep's jobs, nodes on a shared disk) never read or
+    write half a file."""
+    atomic_write_bytes(path, data, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+
+
+def _labels(table, keys: dict[str, np.ndarray], columns: tuple[str, ...], what: str) -> dict:
+    """The `columns` of `table` at the rows whose key columns equal `keys`, in that order; a
+    DatasetError naming the first row the table lacks."""
+    wanted = pd.DataFrame(keys)
+    found = wanted.merge(
+        table[[*keys, *columns]], on=list(keys), how="left", validate="1:1", indicator=True
+    )
+    missing = found["_merge"] != "both"
+    if missing.any():
+        row = found.loc[missing, list(keys)].iloc[0].to_dict()
+        raise DatasetError(f"the {what} table has no row {row} that the samples table implies")
+    return {c: found[c].to_numpy() for c in columns}
+
+
+def stored_split(scenarios, sample_ids, chains, stages) -> tuple[HeteroData, dict]:
+    """The graphs of `scenarios` with their labels, as an in-memory dataset stores them: every
+    attribute of all graphs concatenated (edge indices local to each graph) and per-graph slices.
+    Built in one pass (`graph_batch`) with the labels joined by (sample, chain, stage)."""
+    g = graph_batch(scenarios)
+    sample_ids = np.asarray(sample_ids, dtype=np.int64)
+    ptr = {}
+    for node in ("chain", "fragment", "device"):
+        counts = torch.bincount(g[node].batch, minlength=len(scenarios))
+        ptr[node] = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    frag_graph = g["fragment"].batch
+    chain_of = g["chain", "contains", "fragment"].edge_index[0]
+    chain_local = (chain_of - ptr["chain"][frag_graph]).numpy()
+    chain_graph = g["chain"].batch
+    chain_keys = {
+        "sample": sample_ids[chain_graph.numpy()],
+        "chain": (torch.arange(len(chain_graph)) - ptr["chain"][chain_graph]).numpy(),
+    }
+    stage_keys = {
+        "sample": sample_ids[frag_graph.numpy()],
+        "chain": chain_local,
+        "stage": g["fragment"].hop.numpy(),
+    }
+    attach_targets(
+        g,
+        _labels(chains, chain_keys, TARGETS, "chains"),
+        None if stages is None else _labels(stages, stage_keys, ("arrivals", "drops"), "stages"),
+    )
+    slices: dict = {}
+    for node in ("chain", "fragment", "device"):
+        del g[node].batch
+        slices[node] = dict.fromkeys(g[node].keys(), ptr[node])
+    for edge in g.edge_types:
+        src, _, dst = edge
+        index = g[edge].edge_index  # one edge per fragment, in fragment order
+        local = torch.stack([ptr[src][frag_graph], ptr[dst][frag_graph]])
+        g[edge].edge_index = index - local
+        slices[edge] = dict.fromkeys(g[edge].keys(), ptr["fragment"])
+    g.sample = torch.tensor(sample_ids)
+    slices["sample"] = torch.arange(len(sample_ids) + 1)
+    return g, slices

@@ -1,12 +1,22 @@
-"""The LightningDataModule: the train, val and test splits of one dataset folder, batched."""
+"""The LightningDataModule: the train, val and test splits of one dataset folder, batched.
+
+In a distributed run (`trainer=ddp`) the splits are processed once per node, by its first process,
+before any process reads them (`prepare_data`); Lightning then gives every process its own share
+of each training epoch (a DistributedSampler), and the validation and test loaders hand each
+process its own graphs, each graph to one process only, so the epoch metrics synced across the
+processes are exact per-chain means, as on one process (Lightning's default would repeat graphs to
+even the shares out).
+"""
 
 from __future__ import annotations
 
 import numbers
 
 import lightning as L
-from torch_geometric.loader import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader
 
+from chainnet.learn.batching import graph_loader
 from chainnet.learn.data import SPLITS, QoSDataset, check_fractions
 
 
@@ -27,6 +37,12 @@ class QoSDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.sets: dict[str, QoSDataset] = {}
 
+    def prepare_data(self) -> None:
+        """Process the splits into the dataset's cache (Lightning calls this on one process per
+        node, then waits for it), so processes never write the same cache files at once. What it
+        loads is kept: `setup` loads only what is missing, on the other processes all of it."""
+        self.setup()
+
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
             if split not in self.sets:
@@ -35,12 +51,26 @@ class QoSDataModule(L.LightningDataModule):
                 )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        return graph_loader(
             self.sets[split],
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
             num_workers=self.hparams.num_workers,
+            sampler=None if shuffle else self._each_graph_once(split),
         )
+
+    def _each_graph_once(self, split: str) -> UnrepeatedDistributedSampler | None:
+        """In a distributed run, this process's share of `split`, every graph in one share only
+        (None otherwise: every graph, in order). Shares differ by one graph at most; with fewer
+        graphs than processes some share would be empty, and a process without a batch would
+        stall the others, so Lightning's sampler (which repeats graphs) is left to it."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2 or len(self.sets[split]) < trainer.world_size:
+            return None
+        return UnrepeatedDistributedSampler(
+            self.sets[split], num_replicas=trainer.world_size, rank=trainer.global_rank,
+            shuffle=False,
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -2,7 +2,9 @@
 
 Throughput and response time are derived from the predicted ratios and the chain's inputs:
 throughput = throughput_ratio x arrival rate; response time = sum of mean service times /
-response_ratio; loss ratio = 1 - throughput_ratio.
+response_ratio; loss ratio = 1 - throughput_ratio. With a checkpoint's calibrated intervals
+(`chainnet.learn.intervals`) and a level, the predictions get bounds on both ratios and the
+metrics their coverage and mean width per load band.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch_geometric.loader import DataLoader
 
 from chainnet.dataset.store import read_table
+from chainnet.learn.batching import graph_loader
 from chainnet.learn.data import SPLITS, QoSDataset, split_of
+from chainnet.learn.intervals import PredictionIntervals
 from chainnet.learn.metrics import qos_metrics
 from chainnet.learn.plots import plot_learning_curves, plot_predictions
 from chainnet.queueing import analytic
@@ -27,15 +30,19 @@ RATIOS = ("throughput_ratio", "response_ratio")
 def predict_graphs(
     net: torch.nn.Module, dataset: QoSDataset, batch_size: int = 256
 ) -> pd.DataFrame:
-    """One row per chain: sample, chain, predicted ratios, fixed-point iterations used."""
+    """One row per chain: sample, chain, predicted ratios, fixed-point iterations used. Each
+    batch runs on the network's device."""
     net.eval()
+    device = next(net.parameters()).device
     rows = []
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        out, _, iterations = net(batch)
+    for batch in graph_loader(dataset, batch_size):
         graph = batch["chain"].batch
         sample = batch.sample[graph]
         first = torch.cat([torch.tensor([0]), torch.cumsum(torch.bincount(graph), 0)[:-1]])
         chain = torch.arange(len(graph)) - first[graph]
+        out, _, runs = net(batch.to(device))
+        out, runs = out.cpu(), torch.as_tensor(runs).cpu()
+        iterations = runs[graph] if runs.ndim else runs.expand(len(graph))  # per graph, or one
         rows.append(
             pd.DataFrame(
                 {
@@ -43,7 +50,7 @@ def predict_graphs(
                     "chain": chain.numpy(),
                     "pred_throughput_ratio": out[:, 0].numpy(),
                     "pred_response_ratio": out[:, 1].numpy(),
-                    "iterations": iterations,
+                    "iterations": iterations.numpy(),
                 }
             )
         )
@@ -71,8 +78,15 @@ def predict_analytic(root: str | Path, split: str, fractions=(0.8, 0.1, 0.1)) ->
     return pd.DataFrame(rows)
 
 
-def evaluate(root: str | Path, pred: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(metrics: 'all' and each load band; per-chain table of predictions beside the truth)."""
+def evaluate(
+    root: str | Path,
+    pred: pd.DataFrame,
+    intervals: PredictionIntervals | None = None,
+    level: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics: 'all' and each load band; per-chain table of predictions beside the truth).
+    With fitted `intervals` and a `level`, both also hold the intervals (`pred_<ratio>_lower`,
+    `pred_<ratio>_upper`; coverage and mean width)."""
     chains = read_table(root, "chains")
     samples = read_table(root, "samples")[["sample", "max_offered_load"]]
     df = pred.merge(chains, on=["sample", "chain"], how="left").merge(samples, on="sample")
@@ -87,6 +101,11 @@ def evaluate(root: str | Path, pred: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
             "response_time": df["service_time_sum"] / df["pred_response_ratio"],
         }
     )
+    if intervals is not None and level is not None:
+        ratios = df[["pred_throughput_ratio", "pred_response_ratio"]].to_numpy()
+        for col, values in intervals.bounds(ratios, df["max_offered_load"], level).items():
+            df[f"pred_{col}"] = values
+            p[col] = values
     t = df[["throughput_ratio", "response_ratio", "loss_ratio", "throughput", "response_time"]]
     return qos_metrics(p, t, df["max_offered_load"].to_numpy()), df
 
@@ -95,10 +114,20 @@ def metrics_text(table: pd.DataFrame) -> str:
     return table.to_string(float_format=lambda x: f"{x:.4f}")
 
 
-def report(net: torch.nn.Module, root: str | Path, test: QoSDataset, out: Path) -> None:
-    """Saved with every training run: metrics per load band, predicted against simulated, and the
-    learning curves of its CSV logs."""
-    table, df = evaluate(root, predict_graphs(net, test))
+def report(
+    net: torch.nn.Module,
+    root: str | Path,
+    test: QoSDataset,
+    out: Path,
+    intervals: PredictionIntervals | None = None,
+    level: float = 0.9,
+) -> None:
+    """Saved with every training run: metrics per load band (with the coverage of the model's
+    `intervals` at `level`, when calibrated), predicted against simulated, and the learning
+    curves of its CSV logs."""
+    if intervals is not None and not bool(intervals.fitted):
+        intervals = None  # a run without validation calibrates none
+    table, df = evaluate(root, predict_graphs(net, test), intervals, level)
     table.to_csv(out / "test_metrics_by_load.csv")
     plot_predictions(df, out / "pred_vs_sim.png", f"{type(net).__name__}, test split")
     for csv in out.glob("csv/version_*/metrics.csv"):

@@ -1,7 +1,9 @@
 """The LightningModule: any QoS network, its loss, its logged metrics and its optimizer.
 
 It also keeps the ranges of the training inputs (`chainnet.learn.ranges`), recorded where the
-normaliser is fitted, so every checkpoint can say when a scenario lies outside them.
+normaliser is fitted, so every checkpoint can say when a scenario lies outside them, and the
+prediction intervals (`chainnet.learn.intervals`), calibrated at the end of every validation epoch
+on that epoch's validation residuals, so every checkpoint carries intervals for its own weights.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics import MeanMetric
+from torchmetrics import CatMetric, MeanMetric
 
+from chainnet.learn.batching import graph_loader
 from chainnet.learn.checkpoint import read_checkpoint
 from chainnet.learn.features import FEATURE_VERSION
+from chainnet.learn.intervals import PredictionIntervals, nonconformity, scenario_max_load
 from chainnet.learn.models import resolve_target
 from chainnet.learn.ranges import TrainingRanges
 
@@ -30,6 +34,9 @@ EPOCH_METRICS = {
     "mape_response_ratio": ("mape", 1),
     "mae_loss_ratio": ("mae", 0),
 }
+
+# Graphs per batch when the normaliser and the training ranges are fitted on the training split.
+FIT_BATCH = 4096
 
 
 def _finite(value: Any) -> bool:
@@ -52,6 +59,7 @@ class QoSModule(L.LightningModule):
         scheduler: Any = None,
         pass_weight: float = 0.5,
         floor: float = 0.1,
+        simulated_loads: bool = True,
         feature_version: int = FEATURE_VERSION,
     ):
         super().__init__()
@@ -65,9 +73,15 @@ class QoSModule(L.LightningModule):
             raise ValueError(f"model.pass_weight: got {pass_weight!r}; must be a number >= 0")
         if not _finite(floor) or floor <= 0:
             raise ValueError(f"model.floor: got {floor!r}; must be a number > 0")
+        if not isinstance(simulated_loads, bool):
+            raise ValueError(f"model.simulated_loads: got {simulated_loads!r}; true or false")
         self.save_hyperparameters(logger=False)
         self.net = instantiate(net)
         self.ranges = TrainingRanges()
+        self.intervals = PredictionIntervals()
+        # Per validation chain: its two nonconformity scores and its scenario's largest offered
+        # load, over the whole epoch and every process; not saved in checkpoints.
+        self.val_scores = CatMetric(nan_strategy="disable")
         # Exact epoch metrics: per-chain means accumulated over the whole epoch (and over every
         # process of a distributed run), the same numbers eval.py reports; not saved in checkpoints.
         self.epoch_metrics = torch.nn.ModuleDict(
@@ -82,20 +96,21 @@ class QoSModule(L.LightningModule):
             read_checkpoint(checkpoint_path)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
-    def forward(self, batch):
-        return self.net(batch)
+    def forward(self, batch, pass_prob=None):
+        return self.net(batch, pass_prob)
 
     def on_fit_start(self) -> None:
         if bool(self.net.normalizer.fitted) and bool(self.ranges.fitted):
             return  # resumed
-        graphs = list(self.trainer.datamodule.sets["train"])
+        # the whole training split, in large batches gathered from its stored tensors
+        batches = list(graph_loader(self.trainer.datamodule.sets["train"], FIT_BATCH))
         if not bool(self.net.normalizer.fitted):
-            self.net.normalizer.fit(graphs)
+            self.net.normalizer.fit(batches)
         if not bool(self.ranges.fitted):  # also a resumed run of a checkpoint without them
-            self.ranges.fit(graphs)
+            self.ranges.fit(batches)
 
     def _step(self, batch, split: str):
-        out, pass_prob, iterations = self(batch)
+        out, pass_prob, runs = self(batch, self._simulated_pass(batch, split))
         y = batch["chain"].y
         # A chain that completed nothing has no response ratio (NaN): it is left out of the loss.
         # (NaN is replaced before any arithmetic, so no NaN reaches the gradients either.)
@@ -109,12 +124,43 @@ class QoSModule(L.LightningModule):
             loss = loss + self.hparams.pass_weight * torch.nn.functional.l1_loss(
                 pass_prob[known], y_pass[known]
             )
-        n = batch.num_graphs
-        self.log(f"{split}/loss", loss, batch_size=n, prog_bar=split != "train")
-        self.log(f"{split}/fixed_point_iterations", float(iterations), batch_size=n)
+        n, sync = batch.num_graphs, split != "train"  # val/test: means over every process
+        self.log(f"{split}/loss", loss, batch_size=n, prog_bar=sync, sync_dist=sync)
+        self.log(
+            f"{split}/fixed_point_iterations", runs.double().mean(), batch_size=n, sync_dist=sync
+        )
         if split != "train":
             self._log_epoch_metrics(split, out.detach(), y)
+        if split == "val":
+            self._collect_scores(batch, out.detach(), y)
         return loss
+
+    def _collect_scores(self, batch, pred: torch.Tensor, true: torch.Tensor) -> None:
+        scores = nonconformity(pred, true)
+        load = scenario_max_load(batch).to(scores.dtype)
+        self.val_scores.update(torch.cat([scores, load.unsqueeze(1)], dim=1))
+
+    def on_validation_epoch_end(self) -> None:
+        """Calibrate the intervals on this epoch's validation scores (not on the sanity check's
+        few batches before training)."""
+        if self.val_scores.update_called and not self.trainer.sanity_checking:
+            rows = self.val_scores.compute()
+            self.intervals.fit(rows[:, :2], rows[:, 2].cpu().numpy())
+        self.val_scores.reset()
+
+    def _simulated_pass(self, batch, split: str):
+        """In training with `simulated_loads`: the fragments' simulated pass probabilities, for
+        the network to compute its loads from instead of iterating its fixed point (a stage
+        without a label, which no job reached, passes all: its load is 0 either way). None when
+        the batch has no stage labels or outside training: validation and test always run the
+        fixed point, as scoring does."""
+        if split != "train" or not self.hparams.simulated_loads:
+            return None
+        y_pass = batch["fragment"].y_pass
+        known = ~torch.isnan(y_pass)
+        if not bool(known.any()):
+            return None
+        return torch.where(known, y_pass, 1.0)
 
     def _log_epoch_metrics(self, split: str, pred: torch.Tensor, true: torch.Tensor) -> None:
         """Per-chain errors into the epoch's means: MAPE of both ratios (chains whose true value

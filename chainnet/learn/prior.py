@@ -24,7 +24,7 @@ from chainnet.learn.features import DEVICE_STATIC, FRAGMENT_STATIC
 def chain_of_fragments(data) -> tuple[torch.Tensor, torch.Tensor]:
     """Per fragment: its chain (global index in the batch) and its hop position."""
     edge = data["chain", "contains", "fragment"]
-    chain = torch.empty(data["fragment"].num_nodes, dtype=torch.long)
+    chain = torch.empty(data["fragment"].num_nodes, dtype=torch.long, device=edge.edge_index.device)
     chain[edge.edge_index[1]] = edge.edge_index[0]
     return chain, data["fragment"].hop
 
@@ -58,13 +58,11 @@ def reach_probabilities(
     """
     if idx is None:
         idx = padded_index(chain, hop, n_chain)
-    step = torch.ones(idx.shape, dtype=pass_prob.dtype, device=pass_prob.device)
-    valid = idx >= 0
-    step[valid] = (pass_prob * (1.0 - exit_prob))[idx[valid]]
+    per_stage = pass_prob * (1.0 - exit_prob)
+    # gathers and `where` only: no boolean indexing, whose output size needs a host sync
+    step = torch.where(idx >= 0, per_stage[idx.clamp(min=0)], 1.0)
     before = torch.cumprod(torch.cat([torch.ones_like(step[:, :1]), step[:, :-1]], dim=1), dim=1)
-    reach = torch.empty_like(pass_prob)
-    reach[idx[valid]] = before[valid]
-    return reach
+    return before[chain, hop]
 
 
 def mm1k(rho: torch.Tensor, capacity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
 from chainnet.learn.features import CHAIN_STATIC, DEVICE_STATIC, FRAGMENT_STATIC
@@ -108,16 +107,19 @@ class TrainingRanges(torch.nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
 
     @torch.no_grad()
-    def fit(self, graphs: Iterable, chunk: int = 512) -> TrainingRanges:
-        """Record the ranges over `graphs` (scenario graphs, as the normaliser is fitted on)."""
-        graphs = list(graphs)
+    def fit(self, batches: Iterable) -> TrainingRanges:
+        """Record the ranges over `batches` (graphs or batches of graphs of the training split,
+        as the normaliser is fitted on)."""
         low = torch.full((len(RANGE_INPUTS),), torch.inf, dtype=torch.float64)
         high = torch.full((len(RANGE_INPUTS),), -torch.inf, dtype=torch.float64)
-        for start in range(0, len(graphs), chunk):
-            lo, hi = chain_extremes(Batch.from_data_list(graphs[start : start + chunk]))
-            low = torch.minimum(low, lo.min(0).values)
-            high = torch.maximum(high, hi.max(0).values)
-        if graphs:
+        seen = False
+        for batch in batches:
+            lo, hi = chain_extremes(batch)
+            if len(lo):
+                low = torch.minimum(low, lo.min(0).values)
+                high = torch.maximum(high, hi.max(0).values)
+                seen = True
+        if seen:
             self.low.copy_(low)
             self.high.copy_(high)
             self.fitted.fill_(True)

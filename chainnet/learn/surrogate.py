@@ -19,11 +19,14 @@ They are kept physically possible (`physical_limits`): a chain's throughput neve
 arrival rate nor what the devices on its path can serve, and a chain none of whose jobs can be
 admitted somewhere (a job needs more memory than its device or region holds) completes nothing.
 Each row says whether its inputs lie outside the ranges the model was trained on
-(`out_of_range`, `out_of_range_why`; `chainnet.learn.ranges`).
+(`out_of_range`, `out_of_range_why`; `chainnet.learn.ranges`), and with `level=0.9` the bounds
+of calibrated 90 % prediction intervals (`chainnet.learn.intervals`). `Surrogate.load(path,
+device="cuda")` runs the network there; graphs go there and outputs come back to the CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import numbers
 import warnings
 from collections.abc import Iterable, Sequence
@@ -37,6 +40,7 @@ from torch_geometric.utils import scatter
 
 from chainnet.learn.checkpoint import CheckpointError, check_feature_version, read_checkpoint
 from chainnet.learn.features import graph_batch
+from chainnet.learn.intervals import PredictionIntervals, grid_level, qos_bounds, scenario_max_load
 from chainnet.learn.models import MODEL_CLASSES, resolve_target
 from chainnet.learn.prior import (
     chain_of_fragments,
@@ -67,6 +71,8 @@ PREDICTED = (
     "throughput_ratio",
     "response_ratio",
 )
+BOUNDED = ("throughput", "loss_ratio", "response_time", "throughput_ratio", "response_ratio")
+BOUNDS = tuple(f"{q}_{side}" for q in BOUNDED for side in ("lower", "upper"))
 FLAGS = ("out_of_range", "out_of_range_why")
 META = ("scenario", "name", "chain", "chain_name", "service", "arrival_rate")
 
@@ -109,13 +115,28 @@ def build_net(ckpt: dict, path: Path) -> torch.nn.Module:
     return net.eval()
 
 
-def build_ranges(ckpt: dict) -> TrainingRanges:
-    """The training ranges a checkpoint holds (`fitted` False when it holds none)."""
-    prefix = "ranges."
+def build_part(ckpt: dict, prefix: str, part: torch.nn.Module) -> torch.nn.Module:
+    """`part` (the training ranges, "ranges.", or the prediction intervals, "intervals.") loaded
+    from what the checkpoint holds under `prefix` (`fitted` False when it holds none)."""
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    ranges = TrainingRanges()
-    ranges.load_state_dict(state)
-    return ranges
+    part.load_state_dict(state)
+    return part
+
+
+def resolve_device(device) -> torch.device:
+    """`device` as a torch.device this machine can use, or one ValueError naming it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"device: got {device!r}; a torch device such as 'cpu' or 'cuda'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: got {device!r}; CUDA is not available on this machine")
+    try:
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        first = str(exc).strip().split("\n")[0][:200]
+        raise ValueError(f"device: got {device!r}; not usable on this machine ({first})") from exc
+    return dev
 
 
 @dataclass
@@ -202,19 +223,28 @@ class Surrogate:
     """A trained QoS model that scores scenarios in batches."""
 
     def __init__(
-        self, net: torch.nn.Module, source: str = "", ranges: TrainingRanges | None = None
+        self,
+        net: torch.nn.Module,
+        source: str = "",
+        ranges: TrainingRanges | None = None,
+        intervals: PredictionIntervals | None = None,
     ):
         self.net = net.eval()
         self.source = source
         self.ranges = ranges
+        self.intervals = intervals
 
     @classmethod
-    def load(cls, path: str | Path, warn_ranges: bool = True) -> Surrogate:
-        """The checkpoint at `path`, checked; a `RangesUnknownWarning` if it holds no training
-        ranges, unless `warn_ranges` is False (a command that prints `ranges_note` itself)."""
+    def load(cls, path: str | Path, warn_ranges: bool = True, device="cpu") -> Surrogate:
+        """The checkpoint at `path`, checked, its network on `device` (a torch device); a
+        `RangesUnknownWarning` if it holds no training ranges, unless `warn_ranges` is False (a
+        command that prints `ranges_note` itself)."""
+        target = resolve_device(device)
         path = Path(path)
         ckpt = read_checkpoint(path)
-        out = cls(build_net(ckpt, path), str(path), build_ranges(ckpt))
+        net = build_net(ckpt, path).to(target)
+        ranges = build_part(ckpt, "ranges.", TrainingRanges())
+        out = cls(net, str(path), ranges, build_part(ckpt, "intervals.", PredictionIntervals()))
         if warn_ranges and not out.ranges_known:
             warnings.warn(out.ranges_note, RangesUnknownWarning, stacklevel=2)
         return out
@@ -225,92 +255,116 @@ class Surrogate:
         return self.ranges is not None and bool(self.ranges.fitted)
 
     @property
+    def device(self) -> torch.device:
+        """Where the network runs."""
+        return next(self.net.parameters()).device
+
+    @property
+    def intervals_known(self) -> bool:
+        """Whether the checkpoint holds calibrated prediction intervals."""
+        return self.intervals is not None and bool(self.intervals.fitted)
+
+    def check_level(self, level) -> None:
+        """One ValueError unless `level` is None or a level this checkpoint has intervals for."""
+        if level is None:
+            return
+        grid_level(level)
+        if not self.intervals_known:
+            raise ValueError(
+                f"level: {self.source or 'this model'} holds no calibrated intervals (made "
+                "before chainnet calibrated them); retrain it (python train.py ...) to get them"
+            )
+
+    @property
     def ranges_note(self) -> str:
         return (
             f"note: {self.source or 'this model'} holds no training ranges (made before chainnet "
             "recorded them); out_of_range is left empty"
         )
 
-    @torch.no_grad()
-    def predict_arrays(self, scenarios: Sequence[Scenario]) -> dict[str, np.ndarray]:
+    @torch.inference_mode()
+    def predict_arrays(
+        self, scenarios: Sequence[Scenario], level: float | None = None
+    ) -> dict[str, np.ndarray]:
         """Per chain of all `scenarios` (in order): the predicted QoS as arrays, plus `scenario`,
-        `out_of_range` (1.0 or 0.0; NaN when the ranges are unknown) and `out_of_range_why`."""
+        `out_of_range` (1.0 or 0.0; NaN when the ranges are unknown) and `out_of_range_why`; with
+        a `level`, the bounds of its prediction intervals too (`BOUNDS`)."""
         scenarios = _scenario_list(scenarios)
+        self.check_level(level)
+        bounds = BOUNDS if level is not None else ()
         if not scenarios:
-            empty = {k: np.zeros(0) for k in ("scenario", *PREDICTED, "out_of_range")}
+            empty = {k: np.zeros(0) for k in ("scenario", *PREDICTED, *bounds, "out_of_range")}
             return {
                 **empty,
                 "scenario": np.zeros(0, dtype=np.int64),
                 "out_of_range_why": np.empty(0, dtype=object),
             }
         g = graph_batch(scenarios)
-        out, pass_prob, _ = self.net(g)
+        out, pass_prob, _ = self.net(copy.copy(g).to(self.device))  # g itself stays on the CPU
+        out = out.cpu()
         if pass_prob is None:  # a model without stage outputs: the queueing prior's
             pass_prob = load_features(g)["prior_pass"]
         limits = physical_limits(scenarios)
         # A stage that cannot hold one of its jobs passes none.
-        pass_prob = torch.where(torch.from_numpy(limits.admits), pass_prob, 0.0)
-        frag = g["fragment"]
-        chain, hop = chain_of_fragments(g)
-        n_chain = g["chain"].num_nodes
-        # Where jobs leave: reach x pass x (exit probability, or 1 at the last stage).
-        reach = reach_probabilities(pass_prob, frag.exit_prob, chain, hop, n_chain).double()
-        last = is_last_stage(chain, hop, n_chain)
-        leave = reach * pass_prob.double() * torch.where(last, 1.0, frag.exit_prob.double())
-        acc = frag.accuracy.double()
-        weighted = scatter(leave * torch.nan_to_num(acc), chain, 0, dim_size=n_chain)
-        # A chain's accuracy is defined when its last stage and every exit have one, and some
-        # job completes.
-        needed = last | (frag.exit_prob > 0)
-        undefined = scatter((needed & torch.isnan(acc)).double(), chain, 0, dim_size=n_chain)
-        left = scatter(leave, chain, 0, dim_size=n_chain)
-        accuracy = torch.where(
-            (undefined > 0) | (left <= 0), torch.nan, weighted / left.clamp(min=1e-300)
-        ).numpy()
+        pass_prob = torch.where(torch.from_numpy(limits.admits), pass_prob.cpu(), 0.0)
         # Never above the arrival rate (the ratio is < 1) nor what the path can serve.
         tput_ratio = np.minimum(out[:, 0].double().numpy(), limits.throughput / limits.rate)
         resp_ratio = np.where(limits.never, np.nan, out[:, 1].double().numpy())
+        n_chain = g["chain"].num_nodes
         flags = np.full(n_chain, np.nan)
         why = np.full(n_chain, None, dtype=object)
         checked = self.ranges.check(g) if self.ranges is not None else None
         if checked is not None:
             flags = checked[0].astype(np.float64)
             why[:] = checked[1]
-        return {
+        arrays = {
             "scenario": g["chain"].batch.numpy(),
             "throughput": tput_ratio * limits.rate,
             "loss_ratio": 1.0 - tput_ratio,
             "response_time": limits.service / resp_ratio,
-            "accuracy": accuracy,
+            "accuracy": chain_accuracy(g, pass_prob),
             "throughput_ratio": tput_ratio,
             "response_ratio": resp_ratio,
             "out_of_range": flags,
             "out_of_range_why": why,
         }
+        if level is not None:
+            pred = np.stack([tput_ratio, resp_ratio], axis=1)
+            ratios = self.intervals.bounds(pred, scenario_max_load(g).numpy(), level)
+            tput_max = limits.throughput / limits.rate
+            arrays.update(qos_bounds(ratios, limits.rate, limits.service, tput_max))
+        return arrays
 
     def predict(
-        self, scenarios: Scenario | Iterable[Scenario], batch_size: int = 1024
+        self,
+        scenarios: Scenario | Iterable[Scenario],
+        batch_size: int = 1024,
+        level: float | None = None,
     ) -> pd.DataFrame:
         """One row per chain: scenario index and name, chain, service, arrival rate, the
-        predicted throughput, loss ratio, response time, accuracy and the two ratios, and whether
-        the chain's inputs lie outside the training ranges (`out_of_range`: True, False, or <NA>
-        when the checkpoint holds no ranges) and which (`out_of_range_why`)."""
+        predicted throughput, loss ratio, response time, accuracy and the two ratios, with a
+        `level` (0.9: 90 % intervals) the lower and upper bounds of all but the accuracy
+        (`<quantity>_lower`, `<quantity>_upper`), and whether the chain's inputs lie outside the
+        training ranges (`out_of_range`: True, False, or <NA> when the checkpoint holds no
+        ranges) and which (`out_of_range_why`)."""
         scenarios = _scenario_list(scenarios)
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool):
             raise TypeError(f"batch_size: an integer >= 1, got {type(batch_size).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size: got {batch_size}; must be >= 1")
+        self.check_level(level)
+        columns = list(PREDICTED) + (list(BOUNDS) if level is not None else [])
         parts = []
         for start in range(0, len(scenarios), batch_size):
             chunk = scenarios[start : start + batch_size]
-            arrays = self.predict_arrays(chunk)
+            arrays = self.predict_arrays(chunk, level)
             meta = [
                 (start + i, sc.name, c, ch.name, ch.service, ch.arrival_rate)
                 for i, sc in enumerate(chunk)
                 for c, ch in enumerate(sc.chains)
             ]
             part = pd.DataFrame(meta, columns=list(META))
-            for col in PREDICTED:
+            for col in columns:
                 part[col] = arrays[col]
             flags = arrays["out_of_range"]
             part["out_of_range"] = pd.array(
@@ -319,5 +373,28 @@ class Surrogate:
             part["out_of_range_why"] = arrays["out_of_range_why"]
             parts.append(part)
         if not parts:
-            return pd.DataFrame(columns=list(META) + list(PREDICTED) + list(FLAGS))
+            return pd.DataFrame(columns=list(META) + columns + list(FLAGS))
         return pd.concat(parts, ignore_index=True)
+
+
+def chain_accuracy(g, pass_prob: torch.Tensor) -> np.ndarray:
+    """Per chain of graph `g`: the accuracies of its ways out (each exit, and the last stage)
+    weighted by the probability that a job leaves that way (reaching, passing with `pass_prob`,
+    exiting); NaN where an exit or the last stage has no accuracy, or no job completes."""
+    frag = g["fragment"]
+    chain, hop = chain_of_fragments(g)
+    n_chain = g["chain"].num_nodes
+    # Where jobs leave: reach x pass x (exit probability, or 1 at the last stage).
+    reach = reach_probabilities(pass_prob, frag.exit_prob, chain, hop, n_chain).double()
+    last = is_last_stage(chain, hop, n_chain)
+    leave = reach * pass_prob.double() * torch.where(last, 1.0, frag.exit_prob.double())
+    acc = frag.accuracy.double()
+    weighted = scatter(leave * torch.nan_to_num(acc), chain, 0, dim_size=n_chain)
+    # A chain's accuracy is defined when its last stage and every exit have one, and some
+    # job completes.
+    needed = last | (frag.exit_prob > 0)
+    undefined = scatter((needed & torch.isnan(acc)).double(), chain, 0, dim_size=n_chain)
+    left = scatter(leave, chain, 0, dim_size=n_chain)
+    return torch.where(
+        (undefined > 0) | (left <= 0), torch.nan, weighted / left.clamp(min=1e-300)
+    ).numpy()

@@ -26,7 +26,7 @@ import numbers
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn import functional as F
 from torch_geometric.nn import GATv2Conv
 from torch_geometric.utils import scatter
 
@@ -59,6 +59,15 @@ def at_least_one(**settings) -> None:
 
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+def graph_count(data) -> int:
+    """The scenarios in `data`: 1 for one scenario's graph (no `batch` vectors)."""
+    owner = getattr(data["fragment"], "batch", None)
+    if owner is None:
+        return 1
+    count = getattr(data, "num_graphs", None)  # a PyG batch knows; `graph_batch`'s graph does not
+    return int(count) if count is not None else (int(owner.max()) + 1 if len(owner) else 0)
 
 
 class ChainNet(nn.Module):
@@ -105,8 +114,35 @@ class ChainNet(nn.Module):
         self.chain_head = mlp(hidden, hidden, 2)
         self.pass_head = mlp(2 * hidden, hidden, 1)
 
+    def _along_chains(self, inp, h0, layout):
+        """The chain GRU (`path_gru`'s weights) over every chain's hops: (state after each
+        fragment, [n_frag, hidden]; state at each chain's end, [n_chain, hidden]).
+
+        Steps over hop positions on the padded [chain, hop] layout, all chains at once; a chain
+        past its end keeps its state. The input projections of all hops are one matrix product.
+        Equal to `nn.GRU` on packed sequences, without packing, sorting or a host sync.
+        """
+        chain, hop, idx = layout
+        gru = self.path_gru
+        gates_in = F.linear(inp, gru.weight_ih_l0, gru.bias_ih_l0)
+        gates_in = torch.cat([gates_in, gates_in.new_zeros(1, gates_in.shape[1])])  # row -1: pad
+        state, states = h0, []
+        for k in range(idx.shape[1]):
+            at = idx[:, k]
+            x_r, x_z, x_n = gates_in[at].chunk(3, dim=1)
+            h_r, h_z, h_n = F.linear(state, gru.weight_hh_l0, gru.bias_hh_l0).chunk(3, dim=1)
+            reset = torch.sigmoid(x_r + h_r)
+            update = torch.sigmoid(x_z + h_z)
+            new = torch.tanh(x_n + reset * h_n)
+            stepped = new + update * (state - new)  # (1 - z) n + z h
+            state = torch.where((at >= 0).unsqueeze(1), stepped, state)
+            states.append(state)
+        per_hop = torch.stack(states, dim=1)  # [n_chain, max_len, hidden]
+        return per_hop[chain, hop], state
+
     # ---- one run of T rounds for fixed load features ------------------------------------------
-    def _run(self, data, loads, chain, idx, lengths):
+    def _run(self, data, loads, layout):
+        chain = layout[0]
         h = {
             node: self.enc[node](
                 torch.cat([self.normalizer(node, data[node].x), loads[node]], dim=1)
@@ -115,26 +151,15 @@ class ChainNet(nn.Module):
         }
         dev_of = data["fragment", "placed_on", "device"].edge_index[1]
         hosts = data["fragment", "placed_on", "device"].edge_index
-        valid = idx >= 0
         for _ in range(self.rounds):
-            inp = torch.cat([h["fragment"], h["device"][dev_of]], dim=1)
+            at_device = h["device"][dev_of]
+            inp = torch.cat([h["fragment"], at_device], dim=1)
             if self.chain_gru:
-                seq = inp.new_zeros(idx.shape + (inp.shape[1],))
-                seq[valid] = inp[idx[valid]]
-                packed = pack_padded_sequence(
-                    seq, lengths.cpu(), batch_first=True, enforce_sorted=False
-                )
-                out, last = self.path_gru(packed, h["chain"].unsqueeze(0))
-                out, _ = pad_packed_sequence(out, batch_first=True, total_length=idx.shape[1])
-                hop_state = inp.new_empty(h["fragment"].shape)
-                hop_state[idx[valid]] = out[valid]
-                h_chain = last.squeeze(0)
+                hop_state, h_chain = self._along_chains(inp, h["chain"], layout)
             else:
                 hop_state = self.hop_mlp(inp)
                 h_chain = scatter(hop_state, chain, 0, dim_size=h["chain"].shape[0], reduce="mean")
-            frag = self.fragment_cell(
-                torch.cat([hop_state, h["device"][dev_of]], dim=1), h["fragment"]
-            )
+            frag = self.fragment_cell(torch.cat([hop_state, at_device], dim=1), h["fragment"])
             if self.device_agg == "gin":
                 summed = scatter(frag, dev_of, 0, dim_size=h["device"].shape[0], reduce="sum")
                 agg = self.device_mlp((1.0 + self.eps) * h["device"] + summed)
@@ -147,35 +172,45 @@ class ChainNet(nn.Module):
         )
         return chain_out, pass_prob
 
-    def forward(self, data):
-        """Returns (chain outputs [n_chain, 2], fragment pass probabilities, iterations used).
+    def forward(self, data, pass_prob: torch.Tensor | None = None):
+        """Returns (chain outputs [n_chain, 2], fragment pass probabilities, runs per scenario).
 
         Each scenario of the batch stops iterating when its own largest change is under `tol`, so
-        its prediction does not depend on its batch-mates; `iterations` is the most any used.
+        its prediction does not depend on its batch-mates; `runs` [n_graph] counts the runs each
+        used (the final one included).
+        Given `pass_prob` (per fragment: the simulated pass probabilities, in training), the loads
+        are computed from them and the fixed point is skipped: one run, at the loads the model's
+        fixed point should reach.
         """
         chain, hop = chain_of_fragments(data)
-        idx = padded_index(chain, hop, data["chain"].num_nodes)
-        lengths = (idx >= 0).sum(1)
+        layout = (chain, hop, padded_index(chain, hop, data["chain"].num_nodes))
+        if pass_prob is None:
+            pass_prob, runs = self._fixed_point(data, layout)
+        else:
+            runs = torch.ones(graph_count(data), dtype=torch.long, device=hop.device)
+        # One run with gradients at the fixed point's loads.
+        chain_out, pass_out = self._run(data, load_features(data, pass_prob, layout), layout)
+        return chain_out, pass_out, runs
+
+    @torch.no_grad()
+    def _fixed_point(self, data, layout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pass probabilities iterated without gradients from nominal loads (all 1), each scenario
+        until its own largest change is under `tol`, at most `max_iter - 1` runs; (pass
+        probabilities, runs per scenario counted with the final one)."""
+        hop = layout[1]
         pass_prob = torch.ones_like(data["fragment"].base_load)
         graph = getattr(data["fragment"], "batch", None)
         if graph is None:  # one scenario, not a batch
             graph = torch.zeros_like(hop)
-        n_graph = int(graph.max()) + 1 if len(graph) else 0
+        n_graph = graph_count(data)
         active = torch.ones(n_graph, dtype=torch.bool, device=hop.device)
-        iterations = 1
-        with torch.no_grad():  # iterate to the fixed point without gradients...
-            for _ in range(self.max_iter - 1):
-                if not bool(active.any()):
-                    break
-                loads = load_features(data, pass_prob, (chain, hop, idx))
-                _, new_pass = self._run(data, loads, chain, idx, lengths)
-                change = scatter(
-                    (new_pass - pass_prob).abs(), graph, 0, dim_size=n_graph, reduce="max"
-                )
-                pass_prob = torch.where(active[graph], new_pass, pass_prob)
-                active = active & (change >= self.tol)
-                iterations += 1
-        # ...then one run with gradients at the fixed point's loads.
-        loads = load_features(data, pass_prob, (chain, hop, idx))
-        chain_out, pass_out = self._run(data, loads, chain, idx, lengths)
-        return chain_out, pass_out, iterations
+        runs = torch.ones(n_graph, dtype=torch.long, device=hop.device)
+        for _ in range(self.max_iter - 1):
+            if not bool(active.any()):
+                break
+            _, new_pass = self._run(data, load_features(data, pass_prob, layout), layout)
+            change = scatter((new_pass - pass_prob).abs(), graph, 0, dim_size=n_graph, reduce="max")
+            pass_prob = torch.where(active[graph], new_pass, pass_prob)
+            runs += active
+            active = active & (change >= self.tol)
+        return pass_prob, runs

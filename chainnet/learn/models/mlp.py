@@ -18,7 +18,7 @@ from chainnet.learn.features import (
     FRAGMENT_STATIC,
     Normalizer,
 )
-from chainnet.learn.models.chainnet import at_least_one
+from chainnet.learn.models.chainnet import at_least_one, graph_count
 from chainnet.learn.prior import chain_of_fragments, chain_outputs, load_features
 
 
@@ -35,8 +35,9 @@ class ChainMLP(nn.Module):
             width = hidden
         self.body = nn.Sequential(*blocks, nn.Linear(width, 2))
 
-    def forward(self, data):
-        """Returns (chain outputs [n_chain, 2], None: no stage output, 1 iteration)."""
+    def forward(self, data, pass_prob: torch.Tensor | None = None):
+        """Returns (chain outputs [n_chain, 2], None: no stage output, 1 run per scenario). The
+        loads are always the nominal ones: `pass_prob` (given in training) is not used."""
         loads = load_features(data)
         frag = torch.cat([self.normalizer("fragment", data["fragment"].x), loads["fragment"]], 1)
         chain, _ = chain_of_fragments(data)
@@ -50,4 +51,5 @@ class ChainMLP(nn.Module):
             ],
             dim=1,
         )
-        return chain_outputs(self.body(x), loads), None, 1
+        runs = torch.ones(graph_count(data), dtype=torch.long, device=x.device)
+        return chain_outputs(self.body(x), loads), None, runs

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -76,6 +77,7 @@ def train_speed(conf: Path, data: str, model: str, batch: int, args, ckpt: Path 
             overrides=[
                 f"model={model}", f"data.root={data}", f"data.batch_size={batch}",
                 "model.scheduler=null",  # it steps on val/loss: there is no validation here
+                *args.overrides,
             ],
         )  # fmt: skip
     L.seed_everything(0, verbose=False)
@@ -137,20 +139,23 @@ def child(args) -> None:
                 speed = train_speed(conf, args.data, model, batch, args, keep)
                 out["train"][f"{model}@{batch}"] = speed
                 print(f"  {model} batch {batch}: {speed:.0f} graphs/s", file=sys.stderr)
-        if ckpt.exists():
+        if ckpt.exists() and not args.train_only:
             out["score"] = score_speed(ckpt, args.data, args.score_n)
-    if args.process_data:
+    if args.process_data and not args.train_only:
         out["process_s"] = process_seconds(args.process_data)
     print(json.dumps(out))
 
 
-def measure(code: Path, args) -> dict:
-    """Run `child` on the code at `code` in a fresh process; its figures."""
+def measure(code: Path, args, overrides: Sequence[str] = ()) -> dict:
+    """Run `child` on the code at `code` in a fresh process (with the Hydra `overrides` of a
+    variant: its training only); its figures."""
     cmd = [sys.executable, str(HERE), "--child", "--code", str(code), "--data", args.data]
     cmd += ["--models", *args.models, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd += ["--threads", str(args.threads), "--score-n", str(args.score_n)]
     if args.process_data:
         cmd += ["--process-data", args.process_data]
+    if overrides:
+        cmd += ["--train-only", "--overrides", *overrides]
     env = {**os.environ, "PYTHONPATH": str(code), "WANDB_MODE": "offline"}
     done = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -169,6 +174,25 @@ def best_of(runs: list[dict]) -> dict:
     if "process_s" in runs[0]:
         out["process_s"] = min(r["process_s"] for r in runs)
     return out
+
+
+def print_table(base: dict, new: dict, variants: dict[str, dict]) -> dict[str, float]:
+    """Print every figure of the baseline and this code, and the training figures of each
+    variant, each with its ratio to the baseline; returns the ratios by label."""
+    head = f"{'figure':44s} {'baseline':>10s} {'this code':>10s} {'ratio':>7s}"
+    print("\n" + head + "".join(f" {name[:16]:>16s} {'ratio':>7s}" for name in variants))
+    ratios = {}
+    for label, b, n, ratio in table(base, new):
+        line = f"{label:44s} {b:10.1f} {n:10.1f} {ratio:6.2f}x"
+        ratios[label] = ratio
+        for name, figures in variants.items():
+            key = label.split(" ")[1] if label.startswith("train ") else None
+            if key in figures["train"]:
+                v = figures["train"][key]
+                line += f" {v:16.1f} {v / b:6.2f}x"
+                ratios[f"{label}, {name}"] = v / b
+        print(line)
+    return ratios
 
 
 def table(base: dict, new: dict) -> list[tuple[str, float, float, float]]:
@@ -199,7 +223,14 @@ def main() -> None:
     ap.add_argument("--score-n", type=int, default=1024, help="scenarios of --data to score")
     ap.add_argument("--process-data", default=None, help="a dataset to time the processing of")
     ap.add_argument("--out", default="experiments/results/bench_training.json")
+    ap.add_argument(
+        "--variant", nargs="+", action="append", default=[], metavar=("NAME", "OVERRIDE"),
+        help="also train this code with these Hydra overrides, e.g. --variant simulated_loads "
+        "model.simulated_loads=true (repeatable)",
+    )  # fmt: skip
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--overrides", nargs="*", default=[], help=argparse.SUPPRESS)
     ap.add_argument("--code", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -213,26 +244,25 @@ def main() -> None:
         subprocess.run([*git, "worktree", "add", "--detach", str(base_dir), args.baseline],
                        check=True, capture_output=True)  # fmt: skip
         try:
-            runs: dict[str, list] = {"baseline": [], "this": []}
+            codes = [("baseline", base_dir, []), ("this", REPO, [])]
+            codes += [(v[0], REPO, v[1:]) for v in args.variant]
+            runs: dict[str, list] = {name: [] for name, _, _ in codes}
             for r in range(args.repeats):
-                for name, code in (("baseline", base_dir), ("this", REPO)):
-                    print(f"run {r + 1}/{args.repeats}: {name} ({code})", flush=True)
-                    runs[name].append(measure(code, args))
+                for name, code, overrides in codes:
+                    print(f"run {r + 1}/{args.repeats}: {name} ({code} {overrides})", flush=True)
+                    runs[name].append(measure(code, args, overrides))
         finally:
             subprocess.run([*git, "worktree", "remove", "--force", str(base_dir)], check=False)
-    base, new = best_of(runs["baseline"]), best_of(runs["this"])
-    rows = table(base, new)
-    print(f"\n{'figure':44s} {'baseline':>11s} {'this code':>11s} {'ratio':>7s}")
-    for label, b, n, ratio in rows:
-        print(f"{label:44s} {b:11.1f} {n:11.1f} {ratio:6.2f}x")
+    best = {name: best_of(r) for name, r in runs.items()}
+    variants = {v[0]: best[v[0]] for v in args.variant}
+    ratios = print_table(best["baseline"], best["this"], variants)
     revision = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=False).stdout.strip()  # fmt: skip
     result = {
         "baseline": args.baseline, "this": revision, "data": args.data,
         "threads": args.threads, "machine": platform.processor() or platform.machine(),
         "steps": args.steps, "repeats": args.repeats, "runs": runs,
-        "best": {"baseline": base, "this": new},
-        "ratios": {label: ratio for label, _, _, ratio in rows},
+        "variants": {v[0]: v[1:] for v in args.variant}, "best": best, "ratios": ratios,
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

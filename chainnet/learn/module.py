@@ -59,7 +59,7 @@ class QoSModule(L.LightningModule):
         scheduler: Any = None,
         pass_weight: float = 0.5,
         floor: float = 0.1,
-        simulated_loads: bool = True,
+        simulated_loads: bool = False,
         feature_version: int = FEATURE_VERSION,
     ):
         super().__init__()

@@ -34,6 +34,7 @@ from torch_geometric.utils import scatter
 
 from chainnet.learn.metrics import LOAD_BANDS
 from chainnet.learn.prior import chain_of_fragments, reach_probabilities
+from chainnet.learn.recorded import Recorded
 
 QUANTITIES = ("throughput_ratio", "response_ratio")
 LEVELS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
@@ -116,9 +117,12 @@ def grid_level(level) -> int:
     )
 
 
-class PredictionIntervals(torch.nn.Module):
+class PredictionIntervals(Recorded):
     """Conformal half-widths per load band, quantity and level of `LEVELS` (see the module
     docstring), fitted on validation scores."""
+
+    # a checkpoint made before them (or on another grid) loads them unknown
+    RECORDED = ("half_width", "source", "count", "fitted")
 
     def __init__(self):
         super().__init__()
@@ -182,21 +186,6 @@ class PredictionIntervals(torch.nn.Module):
                     np.isinf(half[:, 1]) & (resp > 0), np.inf, resp * np.exp(half[:, 1])
                 ),
             }
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # A checkpoint made before intervals were calibrated (or on another grid) loads with them
-        # unknown, rather than failing on missing keys.
-        names = ("half_width", "source", "count", "fitted")
-        keys = {name: prefix + name for name in names}
-        shapes_fit = all(
-            key in state_dict and state_dict[key].shape == getattr(self, name).shape
-            for name, key in keys.items()
-        )
-        if not shapes_fit:
-            for name, key in keys.items():
-                state_dict[key] = getattr(self, name).detach().clone()
-            state_dict[keys["fitted"]] = torch.tensor(False)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def qos_bounds(

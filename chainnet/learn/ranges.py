@@ -20,6 +20,7 @@ from torch_geometric.utils import scatter
 
 from chainnet.learn.features import CHAIN_STATIC, DEVICE_STATIC, FRAGMENT_STATIC
 from chainnet.learn.prior import chain_of_fragments, reach_probabilities
+from chainnet.learn.recorded import Recorded
 
 CHAIN_RAW = ("n_stages", "chain_load", "n_chains", "n_devices")
 DEVICE_RAW = ("capacity", "offered_load")
@@ -96,8 +97,10 @@ def chain_extremes(data) -> tuple[torch.Tensor, torch.Tensor]:
     return ordered(lows), ordered(highs)
 
 
-class TrainingRanges(torch.nn.Module):
+class TrainingRanges(Recorded):
     """The least and largest value of every input of `RANGE_INPUTS` over the training split."""
+
+    RECORDED = ("low", "high", "fitted")  # a checkpoint made before them loads them unknown
 
     def __init__(self):
         super().__init__()
@@ -147,17 +150,3 @@ class TrainingRanges(torch.nn.Module):
             more = f"; +{len(parts) - SHOWN} more" if len(parts) > SHOWN else ""
             why[c] = "; ".join(parts[:SHOWN]) + more
         return out, why
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # A checkpoint made before ranges were recorded (or with another list of inputs) loads
-        # with its ranges unknown, rather than failing on missing keys.
-        keys = {name: prefix + name for name in ("low", "high", "fitted")}
-        shapes_fit = all(
-            key in state_dict and state_dict[key].shape == getattr(self, name).shape
-            for name, key in keys.items()
-        )
-        if not shapes_fit:
-            for name, key in keys.items():
-                state_dict[key] = getattr(self, name).detach().clone()
-            state_dict[keys["fitted"]] = torch.tensor(False)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

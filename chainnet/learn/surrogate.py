@@ -30,7 +30,6 @@ import copy
 import numbers
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from torch_geometric.utils import scatter
 from chainnet.learn.checkpoint import CheckpointError, check_feature_version, read_checkpoint
 from chainnet.learn.features import graph_batch
 from chainnet.learn.intervals import PredictionIntervals, grid_level, qos_bounds, scenario_max_load
+from chainnet.learn.limits import Limits, physical_limits
 from chainnet.learn.models import MODEL_CLASSES, resolve_target
 from chainnet.learn.prior import (
     chain_of_fragments,
@@ -51,7 +51,6 @@ from chainnet.learn.prior import (
 from chainnet.learn.ranges import TrainingRanges
 from chainnet.learn.tally import RangeTally, out_of_range_warning
 from chainnet.scenario import Scenario
-from chainnet.sim.rules import memory_fits, memory_limit
 
 __all__ = [
     "CheckpointError",
@@ -137,68 +136,6 @@ def resolve_device(device) -> torch.device:
         first = str(exc).strip().split("\n")[0][:200]
         raise ValueError(f"device: got {device!r}; not usable on this machine ({first})") from exc
     return dev
-
-
-@dataclass
-class Limits:
-    """Per chain of a list of scenarios (float64, from the scenario objects)."""
-
-    rate: np.ndarray  # arrival rate
-    service: np.ndarray  # the sum of its stages' mean service times
-    throughput: np.ndarray  # the largest throughput physically possible
-    never: np.ndarray  # no job can ever complete: a stage that admits none, reached by all
-    admits: np.ndarray  # per fragment: its device and regions can hold one of its jobs
-
-
-def physical_limits(scenarios: Sequence[Scenario]) -> Limits:
-    """The most each chain can complete, whatever the model says.
-
-    A device serves one job at a time at `speed` work units per time unit, so it completes at
-    most mu_k = speed / work jobs of stage k per time unit, whatever else it serves; a stage
-    whose job needs more memory than its device, or a region of it, holds (the simulator's own
-    rule, slack included) admits none: mu_k = 0. Let S_k be the rate of jobs served at stage k, e_j
-    the exit probabilities and r_k = prod_{j<k} (1 - e_j) the probability of reaching stage k
-    when nothing is dropped. Served jobs move on with probability 1 - e_k at most (fewer when
-    dropped), so S_j <= S_0 prod_{i<j} (1 - e_i). A completed job either left by an exit before
-    stage k (sum_{j<k} e_j S_j <= (1 - r_k) S_0) or was served at stage k (at most S_k <= mu_k).
-    With S_0 <= min(rate, mu_0), the throughput X obeys, for every stage k,
-    X <= (1 - r_k) min(rate, mu_0) + mu_k, and X <= rate. The bound is the least of these; at
-    k = 0 it is min(rate, mu_0). Sharing a device with other stages only lowers what it serves,
-    so the bound holds for every placement.
-    """
-    rate, service, bound, never, admits = [], [], [], [], []
-    for sc in scenarios:
-        room = [memory_limit(d.memory) for d in sc.devices]
-        for region in sc.regions:
-            for name in region.devices:
-                i = sc.device_id(name)
-                room[i] = min(room[i], memory_limit(region.memory))
-        for ch in sc.chains:
-            lam, reach, total, lost = ch.arrival_rate, 1.0, 0.0, False
-            first = most = lam
-            for k, st in enumerate(ch.stages):
-                d = sc.device_id(st.device)
-                speed = sc.devices[d].speed
-                fits = memory_fits(0.0, st.job_memory, room[d])
-                mu = speed / st.work if fits else 0.0
-                if k == 0:
-                    first = min(lam, mu)
-                most = min(most, (1.0 - reach) * first + mu)
-                lost = lost or (not fits and reach == 1.0)
-                admits.append(fits)
-                total += st.work / speed
-                reach *= 1.0 - st.exit_prob
-            rate.append(lam)
-            service.append(total)
-            bound.append(most)
-            never.append(lost)
-    return Limits(
-        np.array(rate, dtype=np.float64),
-        np.array(service, dtype=np.float64),
-        np.array(bound, dtype=np.float64),
-        np.array(never, dtype=bool),
-        np.array(admits, dtype=bool),
-    )
 
 
 def _scenario_list(scenarios, name: str = "scenarios") -> list[Scenario]:
@@ -299,12 +236,17 @@ class Surrogate:
                 "scenario": np.zeros(0, dtype=np.int64),
                 "out_of_range_why": np.empty(0, dtype=object),
             }
-        g = graph_batch(scenarios)
+        return self.predict_graph(graph_batch(scenarios), physical_limits(scenarios), level)
+
+    @torch.inference_mode()
+    def predict_graph(self, g, limits: Limits, level: float | None = None) -> dict:
+        """`predict_arrays` from the scenarios' batched graph (`graph_batch`, or an equal one
+        built another way: the optimizer's `CandidateGraphs`) and their `physical_limits`."""
+        self.check_level(level)
         out, pass_prob, _ = self.net(copy.copy(g).to(self.device))  # g itself stays on the CPU
         out = out.cpu()
         if pass_prob is None:  # a model without stage outputs: the queueing prior's
             pass_prob = load_features(g)["prior_pass"]
-        limits = physical_limits(scenarios)
         # A stage that cannot hold one of its jobs passes none.
         pass_prob = torch.where(torch.from_numpy(limits.admits), pass_prob.cpu(), 0.0)
         # Never above the arrival rate (the ratio is < 1) nor what the path can serve.

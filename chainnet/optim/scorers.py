@@ -1,8 +1,10 @@
 """Scorers: candidates of a search space -> objective, loss ratio and accuracy (`Score`).
 
-`SurrogateScorer` scores a whole batch with one forward pass of the surrogate; `SimulatorScorer`
-runs one simulation per candidate (the baseline a surrogate must beat). Both have a `name` and a
-`chunk` (how many candidates the search hands over at once: the budget is checked between chunks).
+`SurrogateScorer` scores a whole batch with one forward pass of the surrogate, building the batch's
+graph straight from the gene matrix (`chainnet.optim.batch_graphs`: no scenario is decoded, the
+same predictions as `Surrogate.predict_arrays` of the decoded scenarios); `SimulatorScorer` runs one
+simulation per candidate (the baseline a surrogate must beat). Both have a `name` and a `chunk`
+(how many candidates the search hands over at once: the budget is checked between chunks).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,21 +35,28 @@ class Score:
 
 
 class SurrogateScorer:
-    """Scores a whole batch with one forward pass of the surrogate."""
+    """Scores a whole batch with one forward pass of the surrogate, its graph built from the
+    genes (`CandidateGraphs`, made once per search space)."""
 
     name = "surrogate"
     chunk = 10**9  # the whole batch at once
 
-    def __init__(self, space: SearchSpace, surrogate: Any):
-        self.space, self.surrogate = space, surrogate
+    def __init__(self, space: SearchSpace, surrogate):
+        # torch loads here, on first use (3 s): a search scored by the simulator never needs it
+        from chainnet.optim.batch_graphs import CandidateGraphs, predict_candidates
+
+        self.space, self.surrogate, self.predict = space, surrogate, predict_candidates
+        self.graphs = CandidateGraphs(space)
         self.tally = RangeTally()  # candidates scored outside the checkpoint's training ranges
+        self.timings: dict[str, float] = {}  # seconds: graph, surrogate (all calls)
 
     def score(
         self, candidates: list[np.ndarray], keep: bool = False, deadline: float | None = None
     ) -> list[Score | None]:
+        if not len(candidates):
+            return []
         problem = self.space.problem
-        scenarios = [self.space.scenario(c) for c in candidates]
-        arrays = self.surrogate.predict_arrays(scenarios)
+        arrays = self.predict(self.surrogate, self.graphs, candidates, self.timings)
         n = len(problem.services)  # one chain per service, in order
         if not keep:  # the final rescoring of the best is not counted twice
             self.tally.add(arrays["out_of_range"], arrays["out_of_range_why"], per_item=n)
@@ -116,7 +124,7 @@ def make_scorer(
     if kind == "surrogate":
         if not ckpt_path:
             raise ValueError("ckpt_path: scorer=surrogate needs a checkpoint of train.py")
-        # `chainnet.Surrogate` loads torch on first use (2 s): the simulator never needs it.
+        # `chainnet.Surrogate` loads torch on first use (3 s): the simulator never needs it.
         surrogate = chainnet.Surrogate.load(ckpt_path, warn_ranges=False)  # the note: below
         if not surrogate.ranges_known:
             print(surrogate.ranges_note, file=sys.stderr)

@@ -1,0 +1,313 @@
+"""The fast path from candidates to predictions: a gene matrix straight to the surrogate's graph.
+
+`CandidateGraphs(space)` is built once per search space. It keeps everything that does not depend
+on the genes (per fragment: work, scv, job memory, weights, chain rate, hop, chain length, exit
+tables; per device: speed, capacity, RAM, discipline) and turns a gene matrix [n_candidates,
+n_genes] (the encoding of `chainnet.optim.space`) into the batched graph of those candidates and
+their physical limits, with array operations only: no `Scenario` is built or validated per
+candidate. The graph is the one `chainnet.learn.features.graph_batch` builds from the decoded
+scenarios, feature for feature and in the same float order (a test checks it, bit for bit), and
+the limits are those of `chainnet.learn.limits.physical_limits`.
+
+`predict_candidates(surrogate, graphs, genes)` then does what `Surrogate.predict_arrays` does
+after building its graph (network, limits, accuracy, training-range flags), so a search scores
+candidates with the same numbers as decoding them and calling `predict_arrays`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch_geometric.data import HeteroData
+
+from chainnet.learn.features import (
+    CHAIN_STATIC,
+    DEVICE_STATIC,
+    FRAGMENT_STATIC,
+    HUGE,
+    STATIC_LIMIT,
+    TINY,
+)
+from chainnet.learn.limits import Limits
+from chainnet.learn.surrogate import Surrogate
+from chainnet.optim.space import SearchSpace
+from chainnet.scenario import MEMORY_SLACK, Stage
+
+
+def _table(x: np.ndarray, columns: tuple[str, ...]) -> torch.Tensor:
+    """Rows of static features as `graph_batch` stores them: clipped in float64, then float32."""
+    x = np.clip(x, -STATIC_LIMIT, STATIC_LIMIT)
+    return torch.from_numpy(x.astype(np.float32).reshape(-1, len(columns)))
+
+
+def _floats(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).ravel().astype(np.float32))
+
+
+def _longs(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64).ravel())
+
+
+class CandidateGraphs:
+    """The graph skeleton of one search space; `build(genes)` fills it for many candidates."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        problem = space.problem
+        services, devices = problem.services, problem.devices
+        self.n_chain, self.n_frag, self.n_dev = len(services), space.n_placement, len(devices)
+        # per chain
+        self.lengths = np.array([len(sv.fragments) for sv in services], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.rates = np.array([float(sv.arrival_rate) for sv in services])
+        self.rates_extreme = not all(TINY <= r <= HUGE for r in self.rates)
+        self.scale = 1.0 / max(float(r) for r in self.rates)
+        # per fragment (placement gene order: services, then fragments)
+        frags = [services[s].fragments[f] for s, f in space.fragments]
+        self.chain_of = np.array([s for s, _ in space.fragments], dtype=np.int64)
+        self.hop = np.array([f for _, f in space.fragments], dtype=np.int64)
+        last = self.lengths[self.chain_of] - 1
+        self.position = np.array([k / max(int(n), 1) for k, n in zip(self.hop, last)])
+        self.is_last = (self.hop == last).astype(np.float64)
+        self.work = np.array([float(fr.work) for fr in frags])
+        self.job = np.array([float(fr.job_memory) for fr in frags])
+        self.scv = np.array(
+            [Stage("d", fr.work, fr.distribution, fr.scv).service_scv for fr in frags]
+        )
+        self.frag_rate = self.rates[self.chain_of]
+        # exits: per exit gene, its fragment and its table; no exit: probability 0, the
+        # fragment's own accuracy
+        self.exit_frag = np.array([space.fragments.index(e) for e in space.exits], dtype=np.int64)
+        self.exit_tables = [
+            (
+                np.array([float(o.exit_prob) for o in services[s].fragments[f].exit]),
+                np.array(
+                    [
+                        np.nan if o.accuracy is None else o.accuracy
+                        for o in services[s].fragments[f].exit
+                    ],
+                    dtype=np.float64,
+                ),
+            )
+            for s, f in space.exits
+        ]
+        self.accuracy = np.array([np.nan if fr.accuracy is None else fr.accuracy for fr in frags])
+        # per device
+        self.speed = np.array([float(d.speed) for d in devices])
+        self.inv_cap = np.array([1.0 / d.capacity for d in devices])
+        self.ps = np.array([float(d.discipline == "ps") for d in devices])
+        self.capacity = np.array([min(float(d.capacity), HUGE) for d in devices])
+        self.device_names = [d.name for d in devices]
+
+    # ---- genes ---------------------------------------------------------------------------------
+    def checked(self, genes) -> np.ndarray:
+        """`genes` as an int64 matrix [n >= 1, n_genes], every gene in its domain, or one
+        ValueError (feasibility is checked by `memory`)."""
+        domains = self.space.domains
+        try:
+            a = np.asarray(genes)
+        except ValueError:
+            raise ValueError("genes: candidates of different lengths") from None
+        if a.ndim != 2 or a.shape[1] != len(domains) or not len(a):
+            raise ValueError(
+                f"genes: expected an integer matrix [n >= 1, {len(domains)}], got shape {a.shape}"
+            )
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"genes: expected integers, got dtype {a.dtype}")
+        a = a.astype(np.int64)
+        bad = (a < 0) | (a >= domains)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ValueError(
+                f"genes: candidate {i}, gene {j} is {a[i, j]}; its domain is 0..{domains[j] - 1}"
+            )
+        return a
+
+    def placement(self, genes: np.ndarray) -> np.ndarray:
+        """The device of every fragment of every candidate [n, n_frag] (a gateway fixes some)."""
+        dev = genes[:, : self.n_frag].copy()
+        dev[:, self.space.fixed] = self.space.fixed_device
+        return dev
+
+    def memory(self, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per candidate and device: weights held, largest job memory, fragments hosted; the
+        sums in fragment order, as `SearchSpace.memory_use` adds them."""
+        rows = np.arange(len(dev))
+        weights = np.zeros((len(dev), self.n_dev))
+        job = np.zeros((len(dev), self.n_dev))
+        hosted = np.zeros((len(dev), self.n_dev))
+        for g in range(self.n_frag):
+            d = dev[:, g]
+            weights[rows, d] += self.space.weights[g]
+            job[rows, d] = np.maximum(job[rows, d], self.job[g])
+            hosted[rows, d] += 1.0
+        ram = self.space.ram
+        over = (weights > ram) | ((job > 0) & (ram - weights < job))
+        if over.any():
+            i, d = np.argwhere(over)[0]
+            raise ValueError(
+                f"genes: candidate {i} does not fit the RAM of device {self.device_names[d]!r} "
+                "(repair it with SearchSpace.repair)"
+            )
+        return weights, job, hosted
+
+    # ---- the graph and the limits --------------------------------------------------------------
+    def build(self, genes) -> tuple[HeteroData, Limits]:
+        """The batched graph of the candidates `genes` (as `graph_batch` of their scenarios, with
+        `batch` vectors) and their physical limits (as `physical_limits`)."""
+        genes = self.checked(genes)
+        n = len(genes)
+        dev = self.placement(genes)
+        weights, job, hosted = self.memory(dev)
+        limited = np.isfinite(self.space.ram) & (job > 0)  # the scenario's device has a memory
+        memory = np.where(limited, self.space.ram - weights, np.nan)
+        rows = np.arange(n)[:, None]
+        service = self.work / self.speed[dev]  # [n, n_frag]
+        exit_prob, accuracy = self.exits(genes)
+        total = self.totals(service)
+        inv_cap = self.inv_cap[dev]
+        mem_f, limited_f = memory[rows, dev], limited[rows, dev]
+        share = np.where(limited_f, self.job / np.where(limited_f, mem_f, 1.0), 0.0)
+        frag_x = np.stack(
+            [
+                inv_cap,
+                service / total[:, self.chain_of],
+                np.broadcast_to(self.scv, (n, self.n_frag)),
+                share,
+                exit_prob,
+                np.broadcast_to(self.position, (n, self.n_frag)),
+                np.broadcast_to(self.is_last, (n, self.n_frag)),
+                self.ps[dev],
+            ],
+            axis=2,
+        )
+        extreme = self.rates_extreme | (service < TINY).any(1) | (service > HUGE).any(1)
+        rate = np.repeat(self.frag_rate[None, :], n, axis=0)
+        rate[extreme] = np.minimum(np.maximum(rate[extreme] * self.scale, TINY), HUGE)
+        data = HeteroData()
+        data["chain"].x = _table(self.chain_static(inv_cap, n), CHAIN_STATIC)
+        frag = data["fragment"]
+        frag.x = _table(frag_x, FRAGMENT_STATIC)
+        frag.base_load = _floats(np.minimum(self.frag_rate * service, HUGE))
+        frag.rate, frag.exit_prob, frag.accuracy = (
+            _floats(rate),
+            _floats(exit_prob),
+            _floats(accuracy),
+        )
+        self.skeleton(data, dev, hosted, limited)
+        room = np.where(limited, memory * (1 + MEMORY_SLACK), np.inf)
+        return data, self.limits(service, total, exit_prob, room[rows, dev], dev)
+
+    def exits(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per candidate and fragment: the exit probability and accuracy of its threshold row
+        (0 and the fragment's own accuracy where it has no exit)."""
+        n = len(genes)
+        exit_prob = np.zeros((n, self.n_frag))
+        accuracy = np.repeat(self.accuracy[None, :], n, axis=0)
+        for e, (g, (probs, accs)) in enumerate(zip(self.exit_frag, self.exit_tables)):
+            row = genes[:, self.n_frag + e]
+            exit_prob[:, g] = probs[row]
+            accuracy[:, g] = accs[row]
+        return exit_prob, accuracy
+
+    def totals(self, service: np.ndarray) -> np.ndarray:
+        """Per candidate and chain: the sum of its stages' mean service times, added in stage
+        order (as Python's `sum` adds them)."""
+        total = np.empty((len(service), self.n_chain))
+        for s, (start, length) in enumerate(zip(self.starts, self.lengths)):
+            t = service[:, start]
+            for g in range(start + 1, start + length):
+                t = t + service[:, g]
+            total[:, s] = t
+        return total
+
+    def chain_static(self, inv_cap: np.ndarray, n: int) -> np.ndarray:
+        """[n, n_chain, 3]: 1 / length, the least and the largest 1 / capacity on the path."""
+        return np.stack(
+            [
+                np.broadcast_to(1.0 / self.lengths, (n, self.n_chain)),
+                np.minimum.reduceat(inv_cap, self.starts, axis=1),
+                np.maximum.reduceat(inv_cap, self.starts, axis=1),
+            ],
+            axis=2,
+        )
+
+    def skeleton(
+        self, data: HeteroData, dev: np.ndarray, hosted: np.ndarray, limited: np.ndarray
+    ) -> None:
+        """Device features, hops, edges and batch vectors of `n` candidates into `data`."""
+        n = len(dev)
+        hop = torch.from_numpy(np.tile(self.hop, n))
+        data["fragment"].hop = hop
+        dev_x = np.stack(
+            [
+                np.broadcast_to(self.inv_cap, (n, self.n_dev)),
+                hosted * self.inv_cap,
+                np.broadcast_to(self.ps, (n, self.n_dev)),
+                limited.astype(np.float64),
+                np.zeros((n, self.n_dev)),  # a search space's scenarios have no regions
+            ],
+            axis=2,
+        )
+        data["device"].x = _table(dev_x, DEVICE_STATIC)
+        data["device"].capacity = _floats(np.tile(self.capacity, n))
+        owner = np.arange(n)[:, None]
+        chain = _longs(owner * self.n_chain + self.chain_of)
+        frag_ids = torch.arange(n * self.n_frag)
+        device = _longs(owner * self.n_dev + dev)
+        data["chain", "contains", "fragment"].edge_index = torch.stack([chain, frag_ids])
+        data["chain", "contains", "fragment"].hop = hop
+        data["fragment", "placed_on", "device"].edge_index = torch.stack([frag_ids, device])
+        for node, k in (("chain", self.n_chain), ("fragment", self.n_frag), ("device", self.n_dev)):
+            data[node].batch = torch.arange(n).repeat_interleave(k)
+
+    def limits(
+        self,
+        service: np.ndarray,
+        total: np.ndarray,
+        exit_prob: np.ndarray,
+        room: np.ndarray,
+        dev: np.ndarray,
+    ) -> Limits:
+        """`physical_limits` of the candidates, stage by stage along every chain (the same
+        operations in the same order, on columns of candidates)."""
+        n = len(service)
+        fits = self.job <= room  # one job beside none held fits under the limit
+        mu = np.where(fits, self.speed[dev] / self.work, 0.0)
+        bound = np.empty((n, self.n_chain))
+        never = np.zeros((n, self.n_chain), dtype=bool)
+        for s, (start, length) in enumerate(zip(self.starts, self.lengths)):
+            lam = float(self.rates[s])
+            reach = np.ones(n)
+            first = np.minimum(lam, mu[:, start])
+            most = np.full(n, lam)
+            for g in range(start, start + length):
+                most = np.minimum(most, (1.0 - reach) * first + mu[:, g])
+                never[:, s] |= ~fits[:, g] & (reach == 1.0)
+                reach = reach * (1.0 - exit_prob[:, g])
+            bound[:, s] = most
+        return Limits(
+            np.tile(self.rates, n), total.ravel(), bound.ravel(), never.ravel(), fits.ravel()
+        )
+
+
+def predict_candidates(
+    surrogate: Surrogate,
+    graphs: CandidateGraphs,
+    genes,
+    timings: dict[str, float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per chain of every candidate (candidates in order, services in order): what
+    `surrogate.predict_arrays` returns for their decoded scenarios (no `level`). With a
+    `timings` dict, the seconds spent building the graph and limits (`graph`) and in the
+    surrogate (`surrogate`: the network, the limits applied, accuracy, range flags) are added."""
+    t0 = time.perf_counter()
+    g, limits = graphs.build(genes)
+    t1 = time.perf_counter()
+    arrays = surrogate.predict_graph(g, limits)
+    if timings is not None:
+        for key, seconds in (("graph", t1 - t0), ("surrogate", time.perf_counter() - t1)):
+            timings[key] = timings.get(key, 0.0) + seconds
+    return arrays

@@ -3,7 +3,8 @@
 The pipeline, one sub-package per stage (dependencies run down this list, never up):
 `scenario` (the schema) -> `queueing` (exact formulas, the analytic baseline) -> `sim` (the
 simulator) -> `dataset` (the on-disk format) -> `learn` (graphs, models, training, scoring) ->
-`optim` (deployment decisions) -> `cli` (the commands). Dataset generation is an application
+`eenn` (early-exit networks and their measured profiles) -> `optim` (deployment decisions) ->
+`cli` (the commands). Dataset generation is an application
 on top of the library, never imported by it.
 
 `from chainnet import Surrogate` loads lazily, so `import chainnet` stays light (no torch).

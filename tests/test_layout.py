@@ -15,9 +15,13 @@ PACKAGES = ("chainnet", "datagen")
 LAZY = {
     ("chainnet/__init__.py", "chainnet.learn.surrogate"): "`import chainnet` stays free of torch",
     ("chainnet/sim/__init__.py", "chainnet.sim.fast"): "numba loads on first use of the engine",
+    (
+        "chainnet/optim/scorers.py",
+        "chainnet.optim.batch_graphs",
+    ): "a simulator search needs no torch",
 }
-# `python -m chainnet.simulate|score|optimize`: entry points that only call the command's main.
-SHIMS = ("chainnet/simulate.py", "chainnet/score.py", "chainnet/optimize.py")
+# `python -m chainnet.simulate|score|optimize|profile`: entry points that only call main.
+SHIMS = ("chainnet/simulate.py", "chainnet/score.py", "chainnet/optimize.py", "chainnet/profile.py")
 # The numba event loop is one function on purpose (a compiled kernel): the only long one.
 LONG_FUNCTIONS = {("chainnet/sim/kernel.py", "advance")}
 

@@ -14,10 +14,12 @@ response ratio as corrections to the queueing prior of `chainnet.learn.prior.loa
 FCR fixed point: the load features depend on the pass probabilities upstream. The model starts from
 nominal loads (every stage passes everything), predicts pass probabilities, recomputes the loads
 from them and runs again, until a scenario's largest change is under `tol` (each scenario of a
-batch stops on its own) or `max_iter` runs were made; it reports the iterations used. Gradients
-flow through the last run only (earlier runs are detached), which is the usual way to train
-through a fixed point without unrolling it.
-Everything is batched with PyG: no Python loop over graphs or chains.
+batch stops on its own) or `max_iter` runs were made; it reports the runs each scenario used.
+Gradients flow through the last run only (earlier runs are detached), which is the usual way to
+train through a fixed point without unrolling it. Training may instead give the simulated pass
+probabilities (`QoSModule(simulated_loads=True)`): one run at those loads, no fixed point.
+Everything is batched: no Python loop over graphs or chains (the chain GRU loops over hop
+positions, all chains at once).
 """
 
 from __future__ import annotations

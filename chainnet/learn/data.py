@@ -8,8 +8,10 @@ part file no record names or an unfinished dataset gives a DatasetError, cache o
 processed splits are cached under `<dataset>/processed/<name>/`, where the name carries the
 feature and graph versions, the split fractions and a digest of the dataset's config and shard
 checksums, so two settings never overwrite each other and a regenerated or extended dataset is
-processed again. The split is
-deterministic by sample id (a hash of the id, so neighbouring ids spread over the splits).
+processed again. The split is deterministic by sample id (a hash of the id, so neighbouring ids
+spread over the splits). Each split is built in one pass (`stored_split`: `graph_batch` over all
+its scenarios, the labels joined by sample, chain and stage) and written atomically; batches are
+best drawn with `chainnet.learn.batching.graph_loader`.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ class QoSModule(L.LightningModule):
     Loss: the relative error of the chain's throughput ratio and response ratio (|pred - y| /
     max(y, `floor`): the MAPE the model is judged by, which an absolute loss would neglect on small
     ratios; the floor keeps nearly lost chains from dominating), plus `pass_weight` times L1 on the
-    fragments' pass probabilities where the data has them.
+    fragments' pass probabilities where the data has them. With `simulated_loads`, training runs
+    the network at the loads of the simulated pass probabilities instead of its fixed point.
     """
 
     def __init__(

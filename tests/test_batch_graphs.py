@@ -65,8 +65,20 @@ def extreme(rate: float, work: float) -> SearchSpace:
     return SearchSpace(Problem(devices, (Service("s", rate, frags), Service("t", 1.0, frags))))
 
 
+def mixed() -> SearchSpace:
+    """The small example's services (exit tables) beside a service written with the digits
+    profile (one threshold-vector gene for all its fragments), every measured vector a choice."""
+    d = Problem.load(ROOT / "examples/problem_small.yaml").to_dict()
+    profile = {"path": "profiles/digits.yaml", "flops_per_work": 2e5, "bytes_per_memory": 100}
+    profile |= {"vectors": "all", "distribution": "exp"}
+    d["services"].insert(1, {"name": "digits", "arrival_rate": 0.7, "profile": profile})
+    return SearchSpace(Problem.from_dict(d, base=ROOT / "examples"))
+
+
 SPACES = {
     "example": lambda: SearchSpace(Problem.load(ROOT / "examples/problem_small.yaml")),
+    "digits": lambda: SearchSpace(Problem.load(ROOT / "examples/problem_digits.yaml")),
+    "mixed": mixed,
     "medium_loss": lambda: medium(3),
     "medium_accuracy": lambda: medium(4, "max_accuracy"),
     "medium_search": lambda: medium(11),
@@ -124,6 +136,26 @@ def test_the_special_cases_are_really_exercised():
             assert rescaled.any() and not rescaled.all(), kind
 
 
+def test_threshold_vectors_really_set_whole_services():
+    """The profile spaces reach what they are meant to test: a vector gene sets all four stages
+    of its service, jobs all leaving at one exit (probability 1) in some candidates, and the
+    exit tables of the other services still decoded row by row."""
+    space = SPACES["mixed"]()
+    genes = candidates(space, 60, seed=5)
+    assert [e.fragment for e in space.exit_genes] == [0, None]  # classify/stem; digits
+    assert len(set(genes[:, -1])) > 20  # many of the 512 vectors drawn
+    g, _ = CandidateGraphs(space).build(genes)
+    exit_prob = g["fragment"].exit_prob.view(len(genes), -1)
+    digits = exit_prob[:, 3:7]  # after classify's three fragments
+    assert (digits == 1).any() and (digits[:, 3] == 0).all()
+    vectors = space.problem.services[1].exit_vectors
+    expected = torch.tensor([vectors[v].exit_prob for v in genes[:, -1]], dtype=torch.float32)
+    torch.testing.assert_close(digits, expected, rtol=0, atol=0)
+    stem = space.problem.services[0].fragments[0].exit
+    expected = torch.tensor([stem[r].exit_prob for r in genes[:, -2]], dtype=torch.float32)
+    torch.testing.assert_close(exit_prob[:, 0], expected, rtol=0, atol=0)
+
+
 def test_wrong_genes_are_refused_in_one_line():
     space = SPACES["example"]()
     graphs = CandidateGraphs(space)
@@ -168,7 +200,9 @@ def reference(space: SearchSpace, surrogate: Surrogate, genes) -> tuple[dict, li
 @pytest.mark.parametrize(
     "net", [(ChainNet, {"hidden": 8, "rounds": 1}), (ChainMLP, {"hidden": 8})], ids=["gnn", "mlp"]
 )
-@pytest.mark.parametrize("kind", ["example", "medium_accuracy", "spare_devices", "huge_rate"])
+@pytest.mark.parametrize(
+    "kind", ["example", "digits", "mixed", "medium_accuracy", "spare_devices", "huge_rate"]
+)
 def test_predictions_are_those_of_the_decoded_scenarios(kind, net):
     """The MLP has no per-stage output: the queueing prior's pass probabilities are used."""
     space = SPACES[kind]()

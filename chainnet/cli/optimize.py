@@ -1,12 +1,14 @@
 """`python -m chainnet.optimize ckpt_path=model.ckpt problem=problem.yaml budget_s=60`
 
 Searches the placements and exit thresholds of a deployment problem (`chainnet.optim`) with the
-surrogate (`scorer=surrogate`, the default) or the simulator (`scorer=simulator`), under a budget
-of seconds (`budget_s`), candidates scored (`budget_evals`) or both, then simulates the best
-`top_k` candidates afresh and returns the best by simulation, with its predicted and simulated QoS.
-Writes to the run folder: result.json (decisions, predicted and simulated QoS), best_scenario.yaml
-(the deployment, ready for `python -m chainnet.simulate`), candidates.csv, history.csv and
-convergence.png (best objective against time).
+surrogate (`scorer=surrogate`, the default), the simulator (`scorer=simulator`) or both
+(`scorer=hybrid`: the surrogate searches, the simulator confirms; `chainnet.optim.hybrid`), under
+a budget of seconds (`budget_s`), candidates scored (`budget_evals`; simulations under
+`scorer=hybrid`) or both, then simulates the best `top_k` candidates afresh and returns the best
+by simulation, with its predicted and simulated QoS. Writes to the run folder: result.json
+(decisions, predicted and simulated QoS; with `scorer=hybrid`, what each phase spent),
+best_scenario.yaml (the deployment, ready for `python -m chainnet.simulate`), candidates.csv,
+history.csv and convergence.png (best objective against time).
 """
 
 from __future__ import annotations
@@ -19,28 +21,44 @@ from omegaconf import DictConfig
 
 from chainnet.cli.common import command
 from chainnet.configs import settings_from
+from chainnet.optim.hybrid import HybridSplit, optimize_hybrid
 from chainnet.optim.problem import Problem
 from chainnet.optim.report import describe_space, report, write_outputs
 from chainnet.optim.scorers import make_scorer
-from chainnet.optim.search import optimize
+from chainnet.optim.search import Budget, Optimization, optimize
 from chainnet.optim.space import SearchSpace
+
+
+def search(cfg: DictConfig, space: SearchSpace) -> Optimization:
+    """The search and confirmation `cfg` asks for."""
+    hybrid = cfg.scorer == "hybrid"
+    h = cfg.hybrid
+    # checked before the checkpoint loads: one line naming the setting
+    Budget(cfg.budget_s, cfg.budget_evals)
+    split = HybridSplit(h.surrogate_share, h.screen_share, h.surrogate_evals) if hybrid else None
+    settings, engine = settings_from(cfg.simulator)
+    scorer = make_scorer(
+        cfg.scorer, space, cfg.ckpt_path, settings, engine, int(cfg.seed), level=h.level
+    )
+    run = optimize_hybrid if hybrid else optimize
+    options = {"split": split} if hybrid else {}
+    return run(
+        space, scorer, cfg.strategy,
+        cfg.budget_s,
+        budget_evals=cfg.budget_evals, seed=int(cfg.seed), batch_size=cfg.batch_size,
+        top_k=cfg.top_k, settings=settings, engine=engine, progress=bool(cfg.progress),
+        **options,
+    )  # fmt: skip
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     space = SearchSpace(Problem.load(cfg.problem))
-    settings, engine = settings_from(cfg.simulator)
-    scorer = make_scorer(cfg.scorer, space, cfg.ckpt_path, settings, engine, int(cfg.seed))
     label = space.problem.name or str(cfg.problem)
     print(describe_space(space, label))
-    outcome = optimize(
-        space, scorer, cfg.strategy,
-        cfg.budget_s,  # checked by the search (one line naming budget_s)
-        budget_evals=cfg.budget_evals, seed=int(cfg.seed), batch_size=cfg.batch_size,
-        top_k=cfg.top_k, settings=settings, engine=engine, progress=bool(cfg.progress),
-    )  # fmt: skip
+    outcome = search(cfg, space)
     summary = write_outputs(outcome, cfg.paths.output_dir, label)
     print(report(outcome))
-    tally = getattr(scorer, "tally", None)  # the surrogate's out-of-range count
+    tally = getattr(outcome.scorer, "tally", None)  # the surrogate's out-of-range count
     warning = tally and tally.warning(
         "candidates scored",
         "the surrogate extrapolates there; the best were confirmed by simulation",

@@ -1,13 +1,14 @@
 """The fast path from candidates to predictions: a gene matrix straight to the surrogate's graph.
 
 `CandidateGraphs(space)` is built once per search space. It keeps everything that does not depend
-on the genes (per fragment: work, scv, job memory, weights, chain rate, hop, chain length, exit
-tables; per device: speed, capacity, RAM, discipline) and turns a gene matrix [n_candidates,
-n_genes] (the encoding of `chainnet.optim.space`) into the batched graph of those candidates and
-their physical limits, with array operations only: no `Scenario` is built or validated per
-candidate. The graph is the one `chainnet.learn.features.graph_batch` builds from the decoded
-scenarios, feature for feature and in the same float order (a test checks it, bit for bit), and
-the limits are those of `chainnet.learn.limits.physical_limits`.
+on the genes (per fragment: work, scv, job memory, weights, chain rate, hop, chain length; the
+tables of the threshold genes, exit rows or a service's threshold vectors; per device: speed,
+capacity, RAM, discipline) and turns a gene matrix [n_candidates, n_genes] (the encoding of
+`chainnet.optim.space`) into the batched graph of those candidates and their physical limits,
+with array operations only: no `Scenario` is built or validated per candidate. The graph is the
+one `chainnet.learn.features.graph_batch` builds from the decoded scenarios, feature for feature
+and in the same float order (a test checks it, bit for bit), and the limits are those of
+`chainnet.learn.limits.physical_limits`.
 
 `predict_candidates(surrogate, graphs, genes)` then does what `Surrogate.predict_arrays` does
 after building its graph (network, limits, accuracy, training-range flags), so a search scores
@@ -77,23 +78,12 @@ class CandidateGraphs:
             [Stage("d", fr.work, fr.distribution, fr.scv).service_scv for fr in frags]
         )
         self.frag_rate = self.rates[self.chain_of]
-        # exits: per exit gene, its fragment and its table; no exit: probability 0, the
-        # fragment's own accuracy
-        self.exit_frag = np.array([space.fragments.index(e) for e in space.exits], dtype=np.int64)
-        self.exit_tables = [
-            (
-                np.array([float(o.exit_prob) for o in services[s].fragments[f].exit]),
-                np.array(
-                    [
-                        np.nan if o.accuracy is None else o.accuracy
-                        for o in services[s].fragments[f].exit
-                    ],
-                    dtype=np.float64,
-                ),
-            )
-            for s, f in space.exits
+        # exits: per threshold gene, the fragments it sets and its table (an exit table's rows,
+        # or a service's threshold vectors); where none: probability 0, the fragment's accuracy
+        self.exit_genes = [
+            (np.array(e.genes, dtype=np.int64), e.exit_prob, e.accuracy) for e in space.exit_genes
         ]
-        self.accuracy = np.array([np.nan if fr.accuracy is None else fr.accuracy for fr in frags])
+        self.accuracy = space.accuracy
         # per device
         self.speed = np.array([float(d.speed) for d in devices])
         self.inv_cap = np.array([1.0 / d.capacity for d in devices])
@@ -201,15 +191,16 @@ class CandidateGraphs:
         return data, self.limits(service, total, exit_prob, room[rows, dev], dev)
 
     def exits(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per candidate and fragment: the exit probability and accuracy of its threshold row
-        (0 and the fragment's own accuracy where it has no exit)."""
+        """Per candidate and fragment: the exit probability and accuracy that its threshold genes
+        set (a table's row, or a service's vector; 0 and the fragment's own accuracy where no
+        gene sets them), as `SearchSpace.exits_of`."""
         n = len(genes)
         exit_prob = np.zeros((n, self.n_frag))
         accuracy = np.repeat(self.accuracy[None, :], n, axis=0)
-        for e, (g, (probs, accs)) in enumerate(zip(self.exit_frag, self.exit_tables)):
+        for e, (cols, probs, accs) in enumerate(self.exit_genes):
             row = genes[:, self.n_frag + e]
-            exit_prob[:, g] = probs[row]
-            accuracy[:, g] = accs[row]
+            exit_prob[:, cols] = probs[row]
+            accuracy[:, cols] = accs[row]
         return exit_prob, accuracy
 
     def totals(self, service: np.ndarray) -> np.ndarray:
@@ -298,15 +289,17 @@ def predict_candidates(
     graphs: CandidateGraphs,
     genes,
     timings: dict[str, float] | None = None,
+    level: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Per chain of every candidate (candidates in order, services in order): what
-    `surrogate.predict_arrays` returns for their decoded scenarios (no `level`). With a
+    `surrogate.predict_arrays` returns for their decoded scenarios (with the bounds of its
+    prediction intervals at `level`, if given). With a
     `timings` dict, the seconds spent building the graph and limits (`graph`) and in the
     surrogate (`surrogate`: the network, the limits applied, accuracy, range flags) are added."""
     t0 = time.perf_counter()
     g, limits = graphs.build(genes)
     t1 = time.perf_counter()
-    arrays = surrogate.predict_graph(g, limits)
+    arrays = surrogate.predict_graph(g, limits, level)
     if timings is not None:
         for key, seconds in (("graph", t1 - t0), ("surrogate", time.perf_counter() - t1)):
             timings[key] = timings.get(key, 0.0) + seconds

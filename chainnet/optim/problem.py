@@ -19,7 +19,14 @@ A problem file (YAML or JSON):
               - {threshold: 0.9, exit_prob: 0.2, accuracy: 0.88}
               - {threshold: 0.7, exit_prob: 0.5, accuracy: 0.80}
           - {name: head, work: 1.2, memory: 500, accuracy: 0.93}   # the full model's accuracy
+      - name: digits               # fragments and exits from an early-exit profile: one decision,
+        arrival_rate: 1.5          # the threshold vector (see `chainnet.optim.profiles`)
+        profile: {path: profiles/digits.yaml, flops_per_work: 1.0e5, bytes_per_memory: 1024}
     objective: {kind: min_loss}    # or {kind: max_accuracy, max_loss: 0.05}
+
+A service written out in full may give `exit_vectors` instead of per-fragment exit tables: rows of
+`{thresholds: [...], exit_prob: [...], accuracy: [...]}`, one value per fragment (what a profile
+gives, and what `to_dict` writes for a profile service).
 
 `Problem.load(path)` and `Problem.from_dict(d)` read it; every field is checked when a `Problem` is
 built (from a file or in code), and a mistake is one `ScenarioError` naming the field. A problem is
@@ -36,6 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from chainnet.documents import load_document
+from chainnet.optim.profiles import (
+    VECTOR_KEYS,
+    check_exit_vectors,
+    expand_profile,
+    read_exit_vector,
+)
 from chainnet.parsing import (
     ScenarioError,
     ScenarioTypeError,
@@ -86,17 +99,36 @@ class Fragment:
 
 
 @dataclass(frozen=True)
+class ExitVector:
+    """One choice of a service's exit thresholds (one per exit) and what it sets on each of its
+    fragments: the exit probability (of the jobs that reach it) and the accuracy of those leaving
+    there (None: none leave, or unknown)."""
+
+    thresholds: tuple[float, ...]
+    exit_prob: tuple[float, ...]
+    accuracy: tuple[float | None, ...]
+
+    def __post_init__(self) -> None:
+        values = read_exit_vector({k: getattr(self, k) for k in VECTOR_KEYS}, "ExitVector")
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     arrival_rate: float
     fragments: tuple[Fragment, ...]
     gateway: str | None = None
+    exit_vectors: tuple[ExitVector, ...] = ()  # one decision for all exits (a profile service)
 
     def __post_init__(self) -> None:
         coerce(self, spec(name=text, arrival_rate=real, gateway=maybe(text)))
         object.__setattr__(
             self, "fragments", items_of(self.fragments, Fragment, "Service.fragments")
         )
+        vectors = items_of(self.exit_vectors, ExitVector, "Service.exit_vectors")
+        object.__setattr__(self, "exit_vectors", vectors)
 
 
 @dataclass(frozen=True)
@@ -142,17 +174,22 @@ class Problem:
 
     @classmethod
     def load(cls, path: str | Path) -> Problem:
-        return cls.from_dict(load_document(path), where=f"problem {path}")
+        """Read a problem file; a service's profile path is relative to the file's folder."""
+        doc = load_document(path)
+        return cls.from_dict(doc, where=f"problem {path}", base=Path(path).parent)
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "problem") -> Problem:
+    def from_dict(cls, d: Any, where: str = "problem", base: str | Path | None = None) -> Problem:
+        """A problem from plain data; `base`: the folder of relative profile paths (None: the
+        working directory)."""
         d = mapping(d, where, ("name", "devices", "services", "objective"), ("devices", "services"))
         devices = tuple(
             _device(x, f"{where}.devices[{i}]")
             for i, x in enumerate(sequence(d["devices"], f"{where}.devices"))
         )
+        folder = None if base is None else Path(base)
         services = tuple(
-            _service(x, f"{where}.services[{i}]")
+            _service(x, f"{where}.services[{i}]", folder)
             for i, x in enumerate(sequence(d["services"], f"{where}.services"))
         )
         objective = _objective(d.get("objective") or {}, f"{where}.objective")
@@ -183,8 +220,12 @@ def _device(x: Any, w: str) -> HostDevice:
     )
 
 
-def _service(x: Any, w: str) -> Service:
-    x = mapping(x, w, _names(Service), ("name", "arrival_rate", "fragments"))
+def _service(x: Any, w: str, base: Path | None) -> Service:
+    x = mapping(x, w, [*_names(Service), "profile"], ("name", "arrival_rate"))
+    if "profile" in x:
+        x = expand_profile(x, w, base)
+    elif "fragments" not in x:
+        raise ScenarioError(f"{w}.fragments", None, "required field is missing (or a profile)")
     return Service(
         name=text(x["name"], f"{w}.name"),
         arrival_rate=number(x["arrival_rate"], f"{w}.arrival_rate"),
@@ -193,6 +234,10 @@ def _service(x: Any, w: str) -> Service:
             for k, fr in enumerate(sequence(x["fragments"], f"{w}.fragments"))
         ),
         gateway=maybe(text)(x.get("gateway"), f"{w}.gateway"),
+        exit_vectors=tuple(
+            ExitVector(**read_exit_vector(o, f"{w}.exit_vectors[{i}]"))
+            for i, o in enumerate(sequence(x.get("exit_vectors") or [], f"{w}.exit_vectors"))
+        ),
     )
 
 
@@ -295,8 +340,10 @@ def _check_service(sv: Service, sw: str, devices: tuple[HostDevice, ...], kind: 
     if len(set(frag_names)) != len(frag_names):
         raise ScenarioError(f"{sw}.fragments", frag_names, "fragment names must be unique")
     last = len(sv.fragments) - 1
+    if sv.exit_vectors:
+        check_exit_vectors(sv, sw, kind)
     for k, fr in enumerate(sv.fragments):
-        _check_fragment(fr, f"{sw}.fragments[{k}]", k == last, kind)
+        _check_fragment(fr, f"{sw}.fragments[{k}]", k == last and not sv.exit_vectors, kind)
         hosts = [d for d in devices if d.name == sv.gateway] if k == 0 and sv.gateway else devices
         _check_fits(fr, f"{sw}.fragments[{k}]", hosts, sv.gateway if k == 0 else None)
 

@@ -44,9 +44,13 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
 def describe_space(space: SearchSpace, label: str) -> str:
     """One line: the size of the problem and of its search space."""
     problem = space.problem
+    tables = [e for e in space.exit_genes if e.fragment is not None]
+    vectors = [e for e in space.exit_genes if e.fragment is None]
+    exits = len(tables) + sum(len(e.labels[0]) for e in vectors)
+    chosen = f" ({len(vectors)} services choose a threshold vector)" if vectors else ""
     return (
         f"problem {label}: {len(problem.devices)} devices, "
-        f"{len(space.fragments)} fragments, {len(space.exits)} exits, "
+        f"{len(space.fragments)} fragments, {exits} exits{chosen}, "
         f"{space.size:.3g} candidates; objective {problem.objective.kind}"
     )
 
@@ -69,7 +73,19 @@ def summary(run: Optimization) -> dict[str, Any]:
         **{k: float(best[k]) for k in ESTIMATES},
         "predicted": _records(best["predicted_services"]),
         "simulated": _records(best["simulated_services"]),
+        **({"hybrid": result.phases} if result.phases else {}),  # what each phase spent
     }
+
+
+def phases_line(phases: dict[str, Any]) -> str:
+    """What each phase of a hybrid search spent, in one line."""
+    return (
+        f"hybrid: the surrogate scored {phases['surrogate_scored']:,} candidates "
+        f"({phases['surrogate_s']:.1f} s, stopped by {phases['surrogate_stopped_by']}); the "
+        f"simulator {phases['screened']:,} by lower bound at level {phases['level']:g} "
+        f"({phases['screen_s']:.1f} s) and {phases['local']:,} local moves "
+        f"({phases['local_s']:.1f} s, {phases['local_predicted']:,} more predicted)"
+    )
 
 
 def plot_convergence(histories: dict[str, pd.DataFrame], path: str | Path, title: str) -> None:
@@ -117,7 +133,8 @@ def report(run: Optimization) -> str:
         f"({run.scorer.name})",
         f"best by simulation of the top {len(run.table)} (simulated afresh):",
     ]
-    lines += [f"  {key}: {value}" for key, value in run.space.describe(run.best_candidate).items()]
+    decisions = run.space.describe(run.best_candidate)
+    lines += [f"  {key}: {value}" for key, value in decisions.items() if value]
     lines.append(
         f"  objective predicted {best['predicted_objective']:.4g}, "
         f"simulated {best['simulated_objective']:.4g}; loss predicted "
@@ -127,4 +144,6 @@ def report(run: Optimization) -> str:
         best["simulated_services"], on="service", suffixes=("_pred", "_sim")
     )
     lines.append(merged.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    if result.phases:
+        lines.append(phases_line(result.phases))
     return "\n".join(lines)

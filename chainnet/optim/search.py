@@ -8,7 +8,8 @@ both (whichever comes first); a small space can be used up before, and the searc
 Every candidate is scored once (a cache); `SearchResult.stopped_by` says what ended the search.
 `confirm` simulates the best `top_k` distinct candidates afresh (a seed the search never used);
 `optimize` does both and returns the best by simulation, with the QoS its scorer predicted and
-the QoS simulated.
+the QoS simulated. `scorer=hybrid` runs in phases of its own (`chainnet.optim.hybrid`), on
+these pieces.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class SearchResult:
     complete: bool  # every feasible candidate was scored
     stopped_by: str = "budget_s"  # one of STOPS
     best: list[tuple[np.ndarray, Score]] = field(default_factory=list)
+    phases: dict[str, Any] = field(default_factory=dict)  # scorer=hybrid: what each phase spent
 
     def top(self, k: int) -> list[tuple[np.ndarray, Score]]:
         return sorted(self.scored.values(), key=lambda cs: cs[1].objective)[:k]
@@ -87,7 +89,8 @@ def batch_for(scorer: Any, batch_size: int | None) -> int:
     return batch_size
 
 
-def _progress_bar(budget: Budget, desc: str, progress: bool) -> tqdm:
+def progress_bar(budget: Budget, desc: str, progress: bool) -> tqdm:
+    """A bar over the budget's seconds, or its evaluations where it has no time limit."""
     by_time = budget.seconds is not None
     unit = "s" if by_time else "evals"
     return tqdm(
@@ -116,9 +119,13 @@ def run_search(
     a search that proposes no new candidate for `STALL_ROUNDS` rounds in a row stops too."""
     if strategy not in STRATEGY_CLASSES:
         raise ValueError(f"strategy: got {strategy!r}; one of {STRATEGIES}")
+    if scorer.name == "hybrid":
+        raise ValueError(
+            "scorer=hybrid runs in phases: use chainnet.optim.hybrid.run_hybrid or optimize_hybrid"
+        )
     budget = Budget(budget_s, budget_evals)
     strat = STRATEGY_CLASSES[strategy](
-        space, np.random.default_rng(seed), batch_for(scorer, batch_size)
+        space, np.random.default_rng(seed), batch_for(scorer, batch_size), budget_evals=budget.evals
     )
     feasible = space.n_feasible  # a small space can be used up before the budget
     scored: dict[bytes, tuple[np.ndarray, Score]] = {}
@@ -126,7 +133,7 @@ def run_search(
     best = math.inf
     stop, idle = None, 0
     t0 = time.perf_counter()
-    bar = _progress_bar(budget, f"{strategy} search ({scorer.name})", progress)
+    bar = progress_bar(budget, f"{strategy} search ({scorer.name})", progress)
     while stop is None:
         elapsed = time.perf_counter() - t0
         stop = budget.stop(elapsed, len(scored))
@@ -137,7 +144,7 @@ def run_search(
             stop = "space"
             break
         before = len(scored)
-        stop = _score_new(cands, scored, scorer, budget, t0)
+        stop = score_new(cands, scored, scorer, budget, t0)
         known = [(c, scored[c.tobytes()][1].objective) for c in cands if c.tobytes() in scored]
         if known:
             strat.tell([c for c, _ in known], np.array([v for _, v in known]))
@@ -157,7 +164,7 @@ def run_search(
     return SearchResult(scored, pd.DataFrame(rows), time.perf_counter() - t0, stop == "space", stop)
 
 
-def _score_new(
+def score_new(
     cands: list[np.ndarray],
     scored: dict[bytes, tuple[np.ndarray, Score]],
     scorer: Any,
@@ -165,7 +172,8 @@ def _score_new(
     t0: float,
 ) -> str | None:
     """Score the candidates of `cands` not scored yet, a chunk at a time, into `scored`, while
-    the budget lasts; the budget that ran out first if it stopped before all were scored."""
+    the budget lasts (its seconds counted from `t0`, its evaluations as the size of `scored`);
+    the budget that ran out first if it stopped before all were scored."""
     todo, keys = [], set()
     for c in cands:
         k = c.tobytes()

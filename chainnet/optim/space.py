@@ -1,8 +1,12 @@
 """The search space of a deployment problem: genes, domains, feasibility, repair, decoding.
 
-Decisions: the device of every fragment (a gateway fixes a service's first), and the threshold row
-of every exit. A candidate is one integer vector: placement genes (device indices) for every
-fragment, services then fragments in file order, then threshold genes (row indices) for every exit.
+Decisions: the device of every fragment (a gateway fixes a service's first), and the thresholds of
+the exits. A candidate is one integer vector: placement genes (device indices) for every fragment,
+services then fragments in file order, then threshold genes, services in order: the row of every
+exit table, or, for a service with `exit_vectors` (one written with a profile), one gene, the index
+of its threshold vector, which sets the exit probability and accuracy of all its fragments at once.
+Both kinds are `ExitGene`s: a table whose row r sets `exit_prob[r]` and `accuracy[r]` on some
+fragments, which the scenario decoding and the batched graphs (`chainnet.optim.batch_graphs`) share.
 
 Memory: a device holds the weights of the fragments it hosts (their sum must fit its `ram`); what
 is left of its RAM is the region memory that resident jobs share, so crowding weights onto a device
@@ -19,12 +23,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from chainnet.optim.problem import Problem
+from chainnet.optim.problem import Problem, Service
 from chainnet.parsing import ScenarioError
 from chainnet.scenario import Device, Scenario, ServiceChain, Stage
 
@@ -37,6 +42,44 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+@dataclass(frozen=True, eq=False)
+class ExitGene:
+    """One threshold gene: row r sets `exit_prob[r, j]` and `accuracy[r, j]` (NaN: none) on the
+    fragment of placement gene `genes[j]`; `labels[r]` is its threshold (an exit table's row)
+    or its threshold vector (a service's `exit_vectors`), `fragment` None for a vector."""
+
+    service: int
+    fragment: int | None
+    genes: tuple[int, ...]
+    exit_prob: np.ndarray  # [rows, len(genes)], read-only
+    accuracy: np.ndarray
+    labels: tuple
+
+
+def _nan(values) -> np.ndarray:
+    return _read_only(np.array([np.nan if v is None else v for v in values], dtype=np.float64))
+
+
+def exit_genes(services: tuple[Service, ...]) -> tuple[ExitGene, ...]:
+    """The threshold genes of `services`, in gene order."""
+    out, first = [], 0
+    for s, sv in enumerate(services):
+        if sv.exit_vectors:
+            genes = tuple(range(first, first + len(sv.fragments)))
+            probs = _read_only(np.array([v.exit_prob for v in sv.exit_vectors], dtype=np.float64))
+            accs = _read_only(np.array([_nan(v.accuracy) for v in sv.exit_vectors]))
+            labels = tuple(v.thresholds for v in sv.exit_vectors)
+            out.append(ExitGene(s, None, genes, probs, accs, labels))
+        for f, fr in enumerate(sv.fragments):
+            if fr.exit:
+                probs = _read_only(np.array([[o.exit_prob] for o in fr.exit], dtype=np.float64))
+                accs = _read_only(_nan([o.accuracy for o in fr.exit])[:, None])
+                labels = tuple(o.threshold for o in fr.exit)
+                out.append(ExitGene(s, f, (first + f,), probs, accs, labels))
+        first += len(sv.fragments)
+    return tuple(out)
+
+
 class SearchSpace:
     """The candidates of `problem`: integer vectors, their feasibility and their scenarios."""
 
@@ -44,13 +87,11 @@ class SearchSpace:
         self.problem = problem
         services, n_dev = problem.services, len(problem.devices)
         index = {d.name: i for i, d in enumerate(problem.devices)}
-        # genes: (service, fragment) per placement gene, then (service, fragment) per exit gene
+        # genes: (service, fragment) per placement gene, then the threshold genes
         self.fragments = tuple(
             (s, f) for s, sv in enumerate(services) for f in range(len(sv.fragments))
         )
-        self.exits = tuple(
-            (s, f) for s, sv in enumerate(services) for f, fr in enumerate(sv.fragments) if fr.exit
-        )
+        self.exit_genes = exit_genes(services)
         self.n_placement = len(self.fragments)
         hosted = [services[s].fragments[f] for s, f in self.fragments]
         gateway = np.array(
@@ -65,7 +106,7 @@ class SearchSpace:
         self.domains = _read_only(
             np.array(
                 [1 if g >= 0 else n_dev for g in gateway]
-                + [len(services[s].fragments[f].exit) for s, f in self.exits],
+                + [len(e.labels) for e in self.exit_genes],
                 dtype=np.int64,
             )
         )
@@ -76,6 +117,8 @@ class SearchSpace:
         )
         self.weights = _read_only(np.array([fr.memory for fr in hosted], dtype=float))
         self.job_memory = _read_only(np.array([fr.job_memory for fr in hosted], dtype=float))
+        # where no threshold gene sets them: no exit, and the fragment's own accuracy
+        self.accuracy = _nan([fr.accuracy for fr in hosted])
         self.size = float(np.prod(self.domains.astype(float)))
         self._check_deployable()
 
@@ -187,6 +230,16 @@ class SearchSpace:
         return sum(1 for _ in self.enumerate_feasible())
 
     # ---- from a candidate to a scenario ----------------------------------------------------------
+    def exits_of(self, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per fragment (placement gene order): the exit probability and accuracy (NaN: none)
+        that the candidate's threshold genes set."""
+        exit_prob = np.zeros(self.n_placement)
+        accuracy = self.accuracy.copy()
+        for gene, row in zip(self.exit_genes, candidate[self.n_placement :]):
+            exit_prob[list(gene.genes)] = gene.exit_prob[row]
+            accuracy[list(gene.genes)] = gene.accuracy[row]
+        return exit_prob, accuracy
+
     def scenario(self, candidate: np.ndarray) -> Scenario:
         """The scenario a (feasible) candidate deploys."""
         problem = self.problem
@@ -202,12 +255,11 @@ class SearchSpace:
             )
             for i, d in enumerate(problem.devices)
         ]
-        row = dict(zip(self.exits, candidate[self.n_placement :]))
+        exit_prob, accuracy = self.exits_of(candidate)
         chains, g = [], 0
-        for s, sv in enumerate(problem.services):
+        for sv in problem.services:
             stages = []
-            for f, fr in enumerate(sv.fragments):
-                opt = fr.exit[int(row[(s, f)])] if fr.exit else None
+            for fr in sv.fragments:
                 stages.append(
                     Stage(
                         problem.devices[dev[g]].name,
@@ -215,8 +267,8 @@ class SearchSpace:
                         distribution=fr.distribution,
                         scv=fr.scv,
                         job_memory=fr.job_memory,
-                        exit_prob=opt.exit_prob if opt else 0.0,
-                        exit_accuracy=opt.accuracy if opt else fr.accuracy,
+                        exit_prob=float(exit_prob[g]),
+                        exit_accuracy=None if np.isnan(accuracy[g]) else float(accuracy[g]),
                         fragment=fr.name,
                     )
                 )
@@ -225,17 +277,18 @@ class SearchSpace:
         return Scenario(devices, chains, name=problem.name)
 
     def describe(self, candidate: np.ndarray) -> dict[str, Any]:
-        """The decisions of a candidate, by name: placement and exit thresholds."""
+        """The decisions of a candidate, by name: placement, the threshold of every exit table
+        (by service/fragment), and the threshold vector of every service with exit vectors."""
         services, devices = self.problem.services, self.problem.devices
         placement = {
             f"{services[s].name}/{services[s].fragments[f].name}": devices[d].name
             for d, (s, f) in zip(self.device_of(candidate), self.fragments)
         }
-        thresholds = {
-            f"{services[s].name}/{services[s].fragments[f].name}": services[s]
-            .fragments[f]
-            .exit[int(r)]
-            .threshold
-            for r, (s, f) in zip(candidate[self.n_placement :], self.exits)
-        }
-        return {"placement": placement, "thresholds": thresholds}
+        thresholds, vectors = {}, {}
+        for gene, row in zip(self.exit_genes, candidate[self.n_placement :]):
+            sv = services[gene.service]
+            if gene.fragment is None:
+                vectors[sv.name] = list(gene.labels[int(row)])
+            else:
+                thresholds[f"{sv.name}/{sv.fragments[gene.fragment].name}"] = gene.labels[int(row)]
+        return {"placement": placement, "thresholds": thresholds, "vectors": vectors}

@@ -6,24 +6,66 @@ of the budget spent) and learns their objective values (`tell`); `chainnet.optim
 - `anneal`: simulated annealing, one chain per batch slot, temperature decaying with the budget
   spent;
 - `genetic`: tournament selection, uniform crossover, mutation, (mu + lambda) survival;
-- `exhaustive`: every feasible candidate (small problems, for the true optimum).
+- `exhaustive`: every feasible candidate (small problems, for the true optimum);
+- `einet`: EINet's hybrid strategy: every combination of the first genes, then greedy coordinate
+  descent over the rest.
+
+A strategy is built with the space, a random generator, the batch size and, where the search has
+one, its evaluation budget (`budget_evals`: `einet` sizes its enumeration by it).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from chainnet.optim.space import SearchSpace
 
-STRATEGIES = ("random", "greedy", "anneal", "genetic", "exhaustive")
+STRATEGIES = ("random", "greedy", "anneal", "genetic", "exhaustive", "einet")
+EINET_SHARE = 0.5  # the most of an evaluation budget (or of the time) einet's enumeration takes
+EINET_LIMIT = 4096  # the most combinations einet enumerates without an evaluation budget
+
+
+def single_moves(space: SearchSpace, candidate: np.ndarray) -> list[np.ndarray]:
+    """Every feasible candidate one gene away from `candidate`, genes then values in order."""
+    return [m for g in space.free for m in gene_moves(space, candidate, int(g))]
+
+
+def enumerated_genes(domains: np.ndarray, limit: int) -> int:
+    """The largest k such that the first k `domains` have at most `limit` combinations."""
+    k, combinations = 0, 1
+    for d in domains:
+        if combinations * int(d) > limit:
+            break
+        combinations *= int(d)
+        k += 1
+    return k
+
+
+def gene_moves(space: SearchSpace, candidate: np.ndarray, gene: int) -> list[np.ndarray]:
+    """Every feasible candidate that differs from `candidate` in `gene` only, values in order."""
+    moves = []
+    for v in range(int(space.domains[gene])):
+        if v != candidate[gene]:
+            c = candidate.copy()
+            c[gene] = v
+            if space.feasible(c):
+                moves.append(c)
+    return moves
 
 
 class Strategy:
-    def __init__(self, space: SearchSpace, rng: np.random.Generator, batch: int):
-        self.space, self.rng, self.batch = space, rng, batch
+    def __init__(
+        self,
+        space: SearchSpace,
+        rng: np.random.Generator,
+        batch: int,
+        budget_evals: int | None = None,
+    ):
+        self.space, self.rng, self.batch, self.budget_evals = space, rng, batch, budget_evals
 
     def random(self) -> np.ndarray:
         c = self.space.random_candidate(self.rng)
@@ -52,20 +94,13 @@ class Greedy(Strategy):
     only when every move has been scored without improvement (a local optimum) does the search
     restart from a random point."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.current, self.value = None, math.inf
         self.pending: list[np.ndarray] = []
 
     def _moves(self) -> list[np.ndarray]:
-        moves = []
-        for g in self.space.free:
-            for v in range(int(self.space.domains[g])):
-                if v != self.current[g]:
-                    c = self.current.copy()
-                    c[g] = v
-                    if self.space.feasible(c):
-                        moves.append(c)
+        moves = single_moves(self.space, self.current)
         return [moves[i] for i in self.rng.permutation(len(moves))]
 
     def ask(self, spent):
@@ -92,8 +127,8 @@ class Anneal(Strategy):
     """`batch` annealing chains; each proposes a neighbour per round, accepted by Metropolis at
     temperature t0 * (t1 / t0) ** spent, t0 set from the spread of the first round's values."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.states: list[np.ndarray] | None = None
         self.values = None
         self.t0 = None
@@ -124,8 +159,8 @@ class Genetic(Strategy):
     """A population of `batch`; tournament selection, uniform crossover, one-gene mutation,
     repair of infeasible children, survival of the best of parents and children."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.pop: list[np.ndarray] | None = None
         self.fit = None
 
@@ -166,8 +201,8 @@ class Genetic(Strategy):
 
 
 class Exhaustive(Strategy):
-    def __init__(self, *args):
-        super().__init__(*args)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.it = self.space.enumerate_feasible()
 
     def ask(self, spent):
@@ -179,10 +214,85 @@ class Exhaustive(Strategy):
         return out or None
 
 
+class EINet(Strategy):
+    """EINet's hybrid strategy. First every combination of the first k free genes, the others as
+    in one random feasible base (a combination that does not fit, and that the greedy repair
+    cannot fit without changing those k genes, is skipped): k is the largest whose combinations
+    number at most `EINET_SHARE` of the evaluation budget (`EINET_LIMIT` without one), and the
+    enumeration also ends at `EINET_SHARE` of a time budget. Then greedy coordinate descent from
+    the best combination: each of the other genes in turn takes its best value, sweep after sweep
+    until a sweep improves nothing; then sweeps over every gene likewise. At that local optimum it
+    starts again from the next best combination, and from random points when none is left."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        free, evals = self.space.free, self.budget_evals
+        limit = EINET_LIMIT if evals is None else max(1, int(EINET_SHARE * evals))
+        self.k = enumerated_genes(self.space.domains[free], limit)
+        self.head, self.tail = free[: self.k], free[self.k :]
+        self.base = self.random()
+        self.combos: Iterator[tuple[int, ...]] = itertools.product(
+            *(range(int(self.space.domains[g])) for g in self.head)
+        )
+        self.mode = "enumerate"  # then "start" (a start is asked) and "move" (a gene's values)
+        self.starts: list[tuple[float, np.ndarray]] = []  # the enumeration, best first
+        self.current, self.value = self.base, math.inf
+        self.sweep, self.queue, self.improved, self.full = self.tail, [], False, False
+
+    def _combinations(self) -> list[np.ndarray]:
+        out = []
+        for combo in self.combos:
+            c = self.base.copy()
+            c[self.head] = combo
+            if not self.space.feasible(c):
+                c = self.space.repair(c, None)
+                if c is None or not np.array_equal(c[self.head], combo):
+                    continue
+            out.append(c)
+            if len(out) == self.batch:
+                break
+        return out
+
+    def _start(self) -> list[np.ndarray]:
+        self.mode = "start"
+        return [self.starts.pop(0)[1] if self.starts else self.random()]
+
+    def ask(self, spent):
+        if self.mode == "enumerate":
+            batch = self._combinations() if spent < EINET_SHARE else []
+            if batch:
+                return batch
+            self.starts.sort(key=lambda vc: vc[0])
+            return self._start()
+        while True:
+            if not self.queue:
+                if not self.improved and self.full:  # a local optimum
+                    return self._start()
+                if not self.improved:
+                    self.sweep, self.full = self.space.free, True
+                self.queue, self.improved = [int(g) for g in self.sweep], False
+            moves = gene_moves(self.space, self.current, self.queue.pop(0))
+            if moves:
+                return moves
+
+    def tell(self, candidates, values):
+        values = np.asarray(values, float)
+        if self.mode == "enumerate":
+            self.starts += list(zip(values.tolist(), candidates))
+            return
+        i = int(np.argmin(values))
+        if self.mode == "start":
+            self.mode, self.current, self.value = "move", candidates[i], float(values[i])
+            self.sweep, self.queue, self.improved, self.full = self.tail, [], True, False
+        elif values[i] < self.value - 1e-12:
+            self.current, self.value, self.improved = candidates[i], float(values[i]), True
+
+
 STRATEGY_CLASSES: dict[str, Callable[..., Strategy]] = {
     "random": RandomSearch,
     "greedy": Greedy,
     "anneal": Anneal,
     "genetic": Genetic,
     "exhaustive": Exhaustive,
+    "einet": EINet,
 }

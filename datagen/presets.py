@@ -9,7 +9,8 @@ A preset is plain config (`conf/scenario/*.yaml`); `kind` picks the sampler:
   `dsn24` and `dsn24_large` are this sampler with other ranges.
 - `edge`: heterogeneous edge devices (speed, RAM, FCFS or PS), fragments with work, memory per job,
   early exits whose accuracy rises along the chain, exponential or general service, and
-  memory-limited regions spanning a few devices.
+  memory-limited regions spanning a few devices. `edge` and `edge_large` (20-40 devices, 6-12
+  chains of 3-8 fragments, 2-6 regions) are this sampler with other ranges.
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ def test_command_line_errors_are_clean(tmp_path, monkeypatch, capsys):
     assert proc.returncode == 2 and "n: got -5" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     for args, expected in [
-        (["scenario=nope"], "scenario: got 'nope'; one of dsn24, dsn24_large, edge"),
+        (["scenario=nope"], "scenario: got 'nope'; one of dsn24, dsn24_large, edge, edge_large"),
         (["scenario.capacity=[9,3]"], "min 9 is above max 3"),
     ]:
         args = [f"out={tmp_path / 'x'}", f"hydra.run.dir={tmp_path / 'run'}", *args]

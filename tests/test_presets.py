@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tests_helpers import PUBLISHED
+from tests_helpers import FAST_ARGS, PUBLISHED, run_command
 
 from chainnet.dataset.published import read_chainnet_split
+from chainnet.dataset.store import read_table
 from chainnet.sim import SimulatorSettings, simulate
+from datagen.__main__ import main as datagen_main
 from datagen.generate import sample_seeds
 from datagen.presets import make_sampler
 
@@ -130,3 +132,38 @@ def test_edge_has_heterogeneity_memory_exits_and_regions():
         for c in s.chains:
             acc = [st.exit_accuracy for st in c.stages]
             assert acc == sorted(acc)  # deeper exits are at least as accurate
+
+
+def test_edge_large_has_the_stated_sizes_and_the_edge_features():
+    scenarios = draw("edge_large", 100)
+    devices = [len(s.devices) for s in scenarios]
+    chains = [len(s.chains) for s in scenarios]
+    lengths = [len(c.stages) for s in scenarios for c in s.chains]
+    assert min(devices) >= 20 and max(devices) <= 40 and max(devices) - min(devices) > 12
+    assert (min(chains), max(chains)) == (6, 12)
+    assert (min(lengths), max(lengths)) == (3, 8)
+    stages = [st for s in scenarios for c in s.chains for st in c.stages]
+    assert {st.distribution for st in stages} == {"exp", "general"}
+    assert 0.3 < np.mean([st.exit_prob > 0 for st in stages]) < 0.6
+    assert all(2 <= len(s.regions) <= 6 for s in scenarios)
+    assert {d.discipline for s in scenarios for d in s.devices} == {"fcfs", "ps"}
+    speeds = [d.speed for s in scenarios for d in s.devices]
+    assert max(speeds) / min(speeds) > 10
+
+
+@pytest.mark.filterwarnings("ignore::chainnet.parsing.ScenarioWarning")  # jobs a region can't hold
+def test_edge_large_samples_simulate():
+    settings = SimulatorSettings(precision=0.1, max_arrivals=15_000, warmup_arrivals=1000)
+    for i, s in enumerate(draw("edge_large", 3, seed=5)):
+        result = simulate(s, sample_seeds(5, i)[1], settings)
+        assert len(result.chains) == len(s.chains) and result.arrivals > 0
+        assert all(0.0 <= c["loss_ratio"] <= 1.0 for c in result.chains)
+
+
+def test_datagen_generates_an_edge_large_dataset(tmp_path, monkeypatch, capsys):
+    args = [f"out={tmp_path / 'el'}", f"hydra.run.dir={tmp_path / 'run'}", "workers=1"]
+    args += ["n=2", "scenario=edge_large", *FAST_ARGS]
+    code, _, err = run_command(datagen_main, *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    samples = read_table(tmp_path / "el", "samples")
+    assert len(samples) == 2 and samples["n_devices"].between(20, 40).all()

@@ -8,11 +8,15 @@ a budget of seconds (`budget_s`), candidates scored (`budget_evals`; simulations
 by simulation, with its predicted and simulated QoS. Writes to the run folder: result.json
 (decisions, predicted and simulated QoS; with `scorer=hybrid`, what each phase spent),
 best_scenario.yaml (the deployment, ready for `python -m chainnet.simulate`), candidates.csv,
-history.csv and convergence.png (best objective against time).
+history.csv and convergence.png (best objective against time). A baseline strategy (`exit_last`,
+`fixed_threshold`, `tc23`, `load_unaware`; `chainnet.optim.baselines`, settings `baseline.*`)
+proposes its one deployment, confirmed the same way; what it says is printed and kept in
+result.json under `baseline`.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,10 @@ from omegaconf import DictConfig
 
 from chainnet.cli.common import command
 from chainnet.configs import settings_from
+from chainnet.optim.baselines import BASELINES, BaselineSettings, load_problem
 from chainnet.optim.hybrid import HybridSplit, optimize_hybrid
 from chainnet.optim.problem import Problem
-from chainnet.optim.report import describe_space, report, write_outputs
+from chainnet.optim.report import describe_space, json_safe, report, write_outputs
 from chainnet.optim.scorers import make_scorer
 from chainnet.optim.search import Budget, Optimization, optimize
 from chainnet.optim.space import SearchSpace
@@ -35,13 +40,20 @@ def search(cfg: DictConfig, space: SearchSpace) -> Optimization:
     h = cfg.hybrid
     # checked before the checkpoint loads: one line naming the setting
     Budget(cfg.budget_s, cfg.budget_evals)
+    baseline = BaselineSettings(cfg.baseline.threshold, cfg.baseline.max_loss)
+    baseline = baseline if cfg.strategy in BASELINES else None
+    if hybrid and cfg.strategy in BASELINES:
+        raise ValueError(
+            f"strategy={cfg.strategy} is a baseline (one deployment, no search): use "
+            "scorer=simulator or scorer=surrogate, not hybrid"
+        )
     split = HybridSplit(h.surrogate_share, h.screen_share, h.surrogate_evals) if hybrid else None
     settings, engine = settings_from(cfg.simulator)
     scorer = make_scorer(
         cfg.scorer, space, cfg.ckpt_path, settings, engine, int(cfg.seed), level=h.level
     )
     run = optimize_hybrid if hybrid else optimize
-    options = {"split": split} if hybrid else {}
+    options = {"split": split} if hybrid else {"baseline": baseline}
     return run(
         space, scorer, cfg.strategy,
         cfg.budget_s,
@@ -52,12 +64,20 @@ def search(cfg: DictConfig, space: SearchSpace) -> Optimization:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    space = SearchSpace(Problem.load(cfg.problem))
+    # a baseline reads every measured vector of a profile (chainnet.optim.baselines)
+    load = load_problem if cfg.strategy in BASELINES else Problem.load
+    space = SearchSpace(load(cfg.problem))
     label = space.problem.name or str(cfg.problem)
     print(describe_space(space, label))
     outcome = search(cfg, space)
     summary = write_outputs(outcome, cfg.paths.output_dir, label)
     print(report(outcome))
+    plan = outcome.result.plan
+    if plan is not None:
+        print("\n".join([f"baseline {plan.policy}: load-unaware placement", *plan.notes]))
+        summary["baseline"] = {"policy": plan.policy, "notes": plan.notes, **plan.record}
+        out = Path(cfg.paths.output_dir) / "result.json"
+        out.write_text(json.dumps(json_safe(summary), indent=2))
     tally = getattr(outcome.scorer, "tally", None)  # the surrogate's out-of-range count
     warning = tally and tally.warning(
         "candidates scored",

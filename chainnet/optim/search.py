@@ -23,12 +23,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from chainnet.optim.baselines import BASELINES, BaselineSettings, Plan
 from chainnet.optim.scorers import Score, SimulatorScorer
 from chainnet.optim.space import SearchSpace
 from chainnet.optim.strategies import STRATEGIES, STRATEGY_CLASSES
 from chainnet.sim import SimulatorSettings
 
-STOPS = ("space", "budget_s", "budget_evals", "stall")  # what can end a search
+STOPS = ("space", "budget_s", "budget_evals", "stall", "proposed")  # what can end a search
 STALL_ROUNDS = 1000  # with no time limit: rounds in a row without a new candidate before it stops
 
 
@@ -41,6 +42,7 @@ class SearchResult:
     stopped_by: str = "budget_s"  # one of STOPS
     best: list[tuple[np.ndarray, Score]] = field(default_factory=list)
     phases: dict[str, Any] = field(default_factory=dict)  # scorer=hybrid: what each phase spent
+    plan: Plan | None = None  # a baseline strategy: its deployment and what it says about it
 
     def top(self, k: int) -> list[tuple[np.ndarray, Score]]:
         return sorted(self.scored.values(), key=lambda cs: cs[1].objective)[:k]
@@ -112,21 +114,25 @@ def run_search(
     seed: int = 0,
     batch_size: int | None = None,
     progress: bool = False,
+    baseline: BaselineSettings | None = None,
 ) -> SearchResult:
     """Search `space` with `strategy` and `scorer` until `budget_s` seconds pass or `budget_evals`
     candidates are scored (whichever first; None: no limit of that kind), or the space is used up.
     The budget is checked before every batch and between the scorer's chunks. With no time limit,
-    a search that proposes no new candidate for `STALL_ROUNDS` rounds in a row stops too."""
+    a search that proposes no new candidate for `STALL_ROUNDS` rounds in a row stops too. A
+    baseline strategy (settings: `baseline`) proposes its one deployment and stops ("proposed")."""
     if strategy not in STRATEGY_CLASSES:
-        raise ValueError(f"strategy: got {strategy!r}; one of {STRATEGIES}")
+        raise ValueError(f"strategy: got {strategy!r}; one of {(*STRATEGIES, *BASELINES)}")
     if scorer.name == "hybrid":
         raise ValueError(
             "scorer=hybrid runs in phases: use chainnet.optim.hybrid.run_hybrid or optimize_hybrid"
         )
     budget = Budget(budget_s, budget_evals)
+    extra = {"settings": baseline} if strategy in BASELINES else {}
     strat = STRATEGY_CLASSES[strategy](
-        space, np.random.default_rng(seed), batch_for(scorer, batch_size), budget_evals=budget.evals
-    )
+        space, np.random.default_rng(seed), batch_for(scorer, batch_size),
+        budget_evals=budget.evals, **extra,
+    )  # fmt: skip
     feasible = space.n_feasible  # a small space can be used up before the budget
     scored: dict[bytes, tuple[np.ndarray, Score]] = {}
     rows = []
@@ -141,7 +147,7 @@ def run_search(
             break
         cands = strat.ask(budget.spent(elapsed, len(scored)))
         if cands is None:
-            stop = "space"
+            stop = "proposed" if strategy in BASELINES else "space"
             break
         before = len(scored)
         stop = score_new(cands, scored, scorer, budget, t0)
@@ -161,7 +167,11 @@ def run_search(
         bar.set_postfix_str(f"best {best:.4g}, {len(scored)} scored")
         bar.refresh()
     bar.close()
-    return SearchResult(scored, pd.DataFrame(rows), time.perf_counter() - t0, stop == "space", stop)
+    result = SearchResult(
+        scored, pd.DataFrame(rows), time.perf_counter() - t0, stop == "space", stop
+    )
+    result.plan = getattr(strat, "plan", None)
+    return result
 
 
 def score_new(
@@ -273,12 +283,13 @@ def optimize(
     engine: str = "fast",
     confirm_seed: int | None = None,
     progress: bool = False,
+    baseline: BaselineSettings | None = None,
 ) -> Optimization:
     """`run_search`, then `confirm` of its `top_k` (simulated with `confirm_seed`, by default
     `seed + 1`): what `python -m chainnet.optimize` does."""
     result = run_search(
         space, scorer, strategy, budget_s, budget_evals=budget_evals, seed=seed,
-        batch_size=batch_size, progress=progress,
+        batch_size=batch_size, progress=progress, baseline=baseline,
     )  # fmt: skip
     t0 = time.perf_counter()
     confirm_seed = seed + 1 if confirm_seed is None else confirm_seed

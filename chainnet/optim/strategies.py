@@ -8,7 +8,9 @@ of the budget spent) and learns their objective values (`tell`); `chainnet.optim
 - `genetic`: tournament selection, uniform crossover, mutation, (mu + lambda) survival;
 - `exhaustive`: every feasible candidate (small problems, for the true optimum);
 - `einet`: EINet's hybrid strategy: every combination of the first genes, then greedy coordinate
-  descent over the rest.
+  descent over the rest;
+- the baselines `exit_last`, `fixed_threshold`, `tc23` and `load_unaware`
+  (`chainnet.optim.baselines`): the one deployment of a published policy, proposed once.
 
 A strategy is built with the space, a random generator, the batch size and, where the search has
 one, its evaluation budget (`budget_evals`: `einet` sizes its enumeration by it).
@@ -16,15 +18,17 @@ one, its evaluation budget (`budget_evals`: `einet` sizes its enumeration by it)
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from chainnet.optim.baselines import BASELINES, BaselineSettings, plan
 from chainnet.optim.space import SearchSpace
 
-STRATEGIES = ("random", "greedy", "anneal", "genetic", "exhaustive", "einet")
+STRATEGIES = ("random", "greedy", "anneal", "genetic", "exhaustive", "einet")  # the searches
 EINET_SHARE = 0.5  # the most of an evaluation budget (or of the time) einet's enumeration takes
 EINET_LIMIT = 4096  # the most combinations einet enumerates without an evaluation budget
 
@@ -288,6 +292,22 @@ class EINet(Strategy):
             self.current, self.value, self.improved = candidates[i], float(values[i]), True
 
 
+class Baseline(Strategy):
+    """A published policy's one deployment (`chainnet.optim.baselines.plan`), proposed once;
+    `plan` keeps what the policy says about it."""
+
+    def __init__(self, *args, policy: str, settings: BaselineSettings | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.plan = plan(self.space, policy, settings)
+        self.proposed = False
+
+    def ask(self, spent):
+        if self.proposed:
+            return None
+        self.proposed = True
+        return [self.plan.candidate]
+
+
 STRATEGY_CLASSES: dict[str, Callable[..., Strategy]] = {
     "random": RandomSearch,
     "greedy": Greedy,
@@ -295,4 +315,5 @@ STRATEGY_CLASSES: dict[str, Callable[..., Strategy]] = {
     "genetic": Genetic,
     "exhaustive": Exhaustive,
     "einet": EINet,
+    **{name: functools.partial(Baseline, policy=name) for name in BASELINES},
 }

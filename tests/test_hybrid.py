@@ -181,11 +181,13 @@ def test_an_evaluation_budget_makes_the_hybrid_reproducible_and_the_split_exact(
 
 def test_a_time_budget_is_shared_between_the_phases():
     space = big_space()
-    res = run_hybrid(space, fake_hybrid(space), "anneal", 1.0, seed=0)
+    # 2 s, not less: on a loaded machine (make test's two workers) a shorter budget can leave the
+    # last phase no time at all
+    res = run_hybrid(space, fake_hybrid(space), "anneal", 2.0, seed=0)
     phases = res.phases
-    assert phases["surrogate_stopped_by"] == "budget_s" and phases["surrogate_s"] >= 0.3
+    assert phases["surrogate_stopped_by"] == "budget_s" and phases["surrogate_s"] >= 0.6
     assert phases["screened"] > 0 and phases["local"] > 0
-    assert res.stopped_by == "budget_s" and 1.0 <= res.elapsed_s < 5.0
+    assert res.stopped_by == "budget_s" and 2.0 <= res.elapsed_s < 10.0
 
 
 def test_a_small_space_is_simulated_whole_and_the_search_says_so():

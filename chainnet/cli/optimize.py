@@ -11,7 +11,9 @@ best_scenario.yaml (the deployment, ready for `python -m chainnet.simulate`), ca
 history.csv and convergence.png (best objective against time). A baseline strategy (`exit_last`,
 `fixed_threshold`, `tc23`, `load_unaware`; `chainnet.optim.baselines`, settings `baseline.*`)
 proposes its one deployment, confirmed the same way; what it says is printed and kept in
-result.json under `baseline`.
+result.json under `baseline`. `objective=front` searches the Pareto front of loss ratio against
+accuracy instead (NSGA-II, `chainnet.optim.front`), simulates every point of it afresh, and writes
+result.json, front.csv and front.png.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from omegaconf import DictConfig
 from chainnet.cli.common import command
 from chainnet.configs import settings_from
 from chainnet.optim.baselines import BASELINES, BaselineSettings, load_problem
+from chainnet.optim.front import (
+    check_front_settings,
+    confirm_front,
+    front_report,
+    front_search,
+    write_front,
+)
 from chainnet.optim.hybrid import HybridSplit, optimize_hybrid
 from chainnet.optim.problem import Problem
 from chainnet.optim.report import describe_space, json_safe, report, write_outputs
@@ -63,12 +72,48 @@ def search(cfg: DictConfig, space: SearchSpace) -> Optimization:
     )  # fmt: skip
 
 
+OBJECTIVES = ("problem", "front")
+
+
+def run_front(cfg: DictConfig, space: SearchSpace) -> dict[str, Any]:
+    """`objective=front`: NSGA-II on loss and accuracy, each point of the front simulated."""
+    front_search_checks(cfg, space)
+    settings, engine = settings_from(cfg.simulator)
+    scorer = make_scorer(cfg.scorer, space, cfg.ckpt_path, settings, engine, int(cfg.seed))
+    result = front_search(
+        space, scorer, cfg.budget_s, budget_evals=cfg.budget_evals, seed=int(cfg.seed),
+        pop_size=cfg.front.pop_size, progress=bool(cfg.progress),
+    )  # fmt: skip
+    table = confirm_front(space, result, scorer, settings, engine, int(cfg.seed) + 1)
+    info = {
+        "objective": "front",
+        "scorer": scorer.name,
+        "budget_s": cfg.budget_s,
+        "budget_evals": cfg.budget_evals,
+        "pop_size": cfg.front.pop_size,
+    }
+    summary = write_front(space, result, table, info, Path(cfg.paths.output_dir))
+    print(front_report(result, table, scorer.name))
+    print(f"outputs in {Path(cfg.paths.output_dir)}")
+    return summary
+
+
+def front_search_checks(cfg: DictConfig, space: SearchSpace) -> None:
+    """What `objective=front` refuses before a checkpoint loads, one line each."""
+    Budget(cfg.budget_s, cfg.budget_evals)
+    check_front_settings(space.problem, cfg.scorer, cfg.front.pop_size)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"objective: got {cfg.objective!r}; one of {OBJECTIVES}")
     # a baseline reads every measured vector of a profile (chainnet.optim.baselines)
     load = load_problem if cfg.strategy in BASELINES else Problem.load
     space = SearchSpace(load(cfg.problem))
     label = space.problem.name or str(cfg.problem)
     print(describe_space(space, label))
+    if cfg.objective == "front":
+        return run_front(cfg, space)
     outcome = search(cfg, space)
     summary = write_outputs(outcome, cfg.paths.output_dir, label)
     print(report(outcome))

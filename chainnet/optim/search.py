@@ -222,6 +222,20 @@ def confirm(
     top = result.top(k)
     if not top:
         raise ValueError("the search scored no candidate: raise budget_s or budget_evals")
+    table = confirm_candidates(space, top, scorer, settings, engine, seed)
+    return table.sort_values("simulated_objective", kind="stable")
+
+
+def confirm_candidates(
+    space: SearchSpace,
+    top: list[tuple[np.ndarray, Score]],
+    scorer: Any,
+    settings: SimulatorSettings | None = None,
+    engine: str = "fast",
+    seed: int = 10_000,
+) -> pd.DataFrame:
+    """Simulate the scored candidates `top` afresh (seed `seed`), in their order: one row each,
+    predicted and simulated objective, loss, accuracy and per-service QoS."""
     sim = SimulatorScorer(space, settings, engine, seed)
     if any(s.services is None for _, s in top):  # the surrogate's per-service QoS, again
         predicted = scorer.score([c for c, _ in top], keep=True)
@@ -244,7 +258,7 @@ def confirm(
                 "simulated_services": v.services,
             }
         )
-    return pd.DataFrame(rows).sort_values("simulated_objective", kind="stable")
+    return pd.DataFrame(rows)
 
 
 @dataclass

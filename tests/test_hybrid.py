@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from tests_helpers import ROOT, run_command
+from tests_helpers import ROOT, run_command, without_intervals
 
 from chainnet.cli.optimize import main as optimize_main
 from chainnet.learn.surrogate import Surrogate
@@ -346,14 +345,6 @@ def test_einet_skips_combinations_that_do_not_fit_and_ends_enumerating_at_its_sh
 def test_bad_splits_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         HybridSplit(**kwargs)
-
-
-def without_intervals(src, dst):
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    for key in [k for k in ckpt["state_dict"] if k.startswith("intervals.")]:
-        del ckpt["state_dict"][key]
-    torch.save(ckpt, dst)
-    return dst
 
 
 def test_bad_hybrid_input_is_one_line(tiny_checkpoint, tmp_path, monkeypatch, capsys):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import train_config
-from tests_helpers import random_scenario, run_command
+from tests_helpers import random_scenario, run_command, without_intervals
 from torch_geometric.data import Batch
 
 from chainnet.cli.eval import main as eval_main
@@ -179,14 +179,6 @@ def calibrated(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("calibrated")
     train(train_config(tiny, out, "model.net.rounds=1", FRACTIONS, "test=false"))
     return out / "checkpoints/last.ckpt", out
-
-
-def without_intervals(src, dst):
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    for key in [k for k in ckpt["state_dict"] if k.startswith("intervals.")]:
-        del ckpt["state_dict"][key]
-    torch.save(ckpt, dst)
-    return dst
 
 
 def scenarios():

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
@@ -92,3 +93,12 @@ def run_command(main, *args, monkeypatch, capsys) -> tuple[int, str, str]:
     out, err = capsys.readouterr()
     assert "Traceback" not in err, err
     return code, out, err
+
+
+def without_intervals(src, dst):
+    """A copy of the checkpoint `src` at `dst` as made before prediction intervals existed."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    for key in [k for k in ckpt["state_dict"] if k.startswith("intervals.")]:
+        del ckpt["state_dict"][key]
+    torch.save(ckpt, dst)
+    return dst

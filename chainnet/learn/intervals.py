@@ -33,7 +33,7 @@ import torch
 from torch_geometric.utils import scatter
 
 from chainnet.learn.metrics import LOAD_BANDS
-from chainnet.learn.prior import chain_of_fragments, reach_probabilities
+from chainnet.learn.prior import nominal_loads
 from chainnet.learn.recorded import Recorded
 
 QUANTITIES = ("throughput_ratio", "response_ratio")
@@ -49,15 +49,8 @@ def scenario_max_load(data) -> torch.Tensor:
     """Per chain of a graph (one scenario or a batch): the offered load of its scenario's most
     loaded device (rate x visit probability x mean service time summed per device; exits
     counted, no losses), as the datasets' `max_offered_load`. float64, on the graph's device."""
-    frag = data["fragment"]
     n_chain = data["chain"].num_nodes
-    chain, hop = chain_of_fragments(data)
-    visit = reach_probabilities(
-        torch.ones_like(frag.exit_prob), frag.exit_prob, chain, hop, n_chain
-    )
-    stage_load = frag.base_load.double() * visit.double()
-    dev_of = data["fragment", "placed_on", "device"].edge_index[1]
-    device_load = scatter(stage_load, dev_of, 0, dim_size=data["device"].num_nodes, reduce="sum")
+    _, device_load = nominal_loads(data)
     dev_graph = getattr(data["device"], "batch", None)
     chain_graph = getattr(data["chain"], "batch", None)
     if dev_graph is None or chain_graph is None:  # one scenario

@@ -65,6 +65,21 @@ def reach_probabilities(
     return before[chain, hop]
 
 
+def nominal_loads(data, layout: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per fragment, per device) offered loads when every stage passes every job: rate x
+    probability of reaching the stage (exits counted) x mean service time, summed per device;
+    float64. The loads the datasets' `max_offered_load` and the training ranges speak of."""
+    frag = data["fragment"]
+    n_chain = data["chain"].num_nodes
+    chain, hop, idx = layout if layout is not None else (*chain_of_fragments(data), None)
+    ones = torch.ones_like(frag.exit_prob)
+    visit = reach_probabilities(ones, frag.exit_prob, chain, hop, n_chain, idx)
+    stage_load = (frag.base_load * visit).double()
+    dev_of = data["fragment", "placed_on", "device"].edge_index[1]
+    device_load = _segment_sum(stage_load, dev_of, data["device"].num_nodes)
+    return stage_load, device_load
+
+
 def mm1k(rho: torch.Tensor, capacity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """M/M/1/K blocking probability and mean number in system, elementwise, for any load.
 

@@ -19,7 +19,7 @@ import torch
 from torch_geometric.utils import scatter
 
 from chainnet.learn.features import CHAIN_STATIC, DEVICE_STATIC, FRAGMENT_STATIC
-from chainnet.learn.prior import chain_of_fragments, reach_probabilities
+from chainnet.learn.prior import chain_of_fragments, nominal_loads
 from chainnet.learn.recorded import Recorded
 
 CHAIN_RAW = ("n_stages", "chain_load", "n_chains", "n_devices")
@@ -52,10 +52,7 @@ def chain_extremes(data) -> tuple[torch.Tensor, torch.Tensor]:
     frag, n_chain = data["fragment"], data["chain"].num_nodes
     chain, hop = chain_of_fragments(data)
     dev_of = data["fragment", "placed_on", "device"].edge_index[1]
-    n_dev = data["device"].num_nodes
-    ones = torch.ones_like(frag.exit_prob)
-    visit = reach_probabilities(ones, frag.exit_prob, chain, hop, n_chain)
-    stage_load = (frag.base_load * visit).double()
+    stage_load, device_load = nominal_loads(data, (chain, hop, None))
     owner = _owner(data, "chain")
     n_graph = int(owner.max()) + 1 if n_chain else 0
     per_graph = {
@@ -74,7 +71,7 @@ def chain_extremes(data) -> tuple[torch.Tensor, torch.Tensor]:
     device_raw = torch.stack(
         [
             data["device"].capacity.double(),
-            scatter(stage_load, dev_of, 0, dim_size=n_dev, reduce="sum"),
+            device_load,
         ],
         dim=1,
     )

@@ -38,11 +38,9 @@ def predict_graphs(
     for batch in graph_loader(dataset, batch_size):
         graph = batch["chain"].batch
         sample = batch.sample[graph]
-        first = torch.cat([torch.tensor([0]), torch.cumsum(torch.bincount(graph), 0)[:-1]])
-        chain = torch.arange(len(graph)) - first[graph]
+        chain = torch.arange(len(graph)) - batch["chain"].ptr[graph]  # index within its scenario
         out, _, runs = net(batch.to(device))
-        out, runs = out.cpu(), torch.as_tensor(runs).cpu()
-        iterations = runs[graph] if runs.ndim else runs.expand(len(graph))  # per graph, or one
+        out, iterations = out.cpu(), runs.cpu()[graph]  # runs: per scenario
         rows.append(
             pd.DataFrame(
                 {

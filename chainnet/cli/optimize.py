@@ -14,6 +14,9 @@ proposes its one deployment, confirmed the same way; what it says is printed and
 result.json under `baseline`. `objective=front` searches the Pareto front of loss ratio against
 accuracy instead (NSGA-II, `chainnet.optim.front`), simulates every point of it afresh, and writes
 result.json, front.csv and front.png.
+
+A checkpoint trained on scenarios of another preset than the problem's gives one warning line
+naming both (`chainnet.optim.presets`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from chainnet.optim.front import (
     write_front,
 )
 from chainnet.optim.hybrid import HybridSplit, optimize_hybrid
+from chainnet.optim.presets import warn_preset
 from chainnet.optim.problem import Problem
 from chainnet.optim.report import describe_space, json_safe, report, write_outputs
 from chainnet.optim.scorers import make_scorer
@@ -61,6 +65,7 @@ def search(cfg: DictConfig, space: SearchSpace) -> Optimization:
     scorer = make_scorer(
         cfg.scorer, space, cfg.ckpt_path, settings, engine, int(cfg.seed), level=h.level
     )
+    warn_preset(scorer, space.problem, str(cfg.problem))
     run = optimize_hybrid if hybrid else optimize
     options = {"split": split} if hybrid else {"baseline": baseline}
     return run(
@@ -80,6 +85,7 @@ def run_front(cfg: DictConfig, space: SearchSpace) -> dict[str, Any]:
     front_search_checks(cfg, space)
     settings, engine = settings_from(cfg.simulator)
     scorer = make_scorer(cfg.scorer, space, cfg.ckpt_path, settings, engine, int(cfg.seed))
+    warn_preset(scorer, space.problem, str(cfg.problem))
     result = front_search(
         space, scorer, cfg.budget_s, budget_evals=cfg.budget_evals, seed=int(cfg.seed),
         pop_size=cfg.front.pop_size, progress=bool(cfg.progress),

@@ -9,10 +9,13 @@ A checkpoint is refused with one line (`CheckpointError`) before anything uses i
   `torch.load(weights_only=True)` only, so no pickled code ever runs;
 - it is not a checkpoint of train.py (no hyper_parameters or state_dict);
 - a weight or a statistic is NaN or infinite (a diverged run, or altered bytes that kept the CRC).
+
+`training_preset` says which scenario preset the checkpoint's training data was made with.
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 
 import torch
 
+from chainnet.dataset.reader import MANIFEST
 from chainnet.learn.features import FEATURE_VERSION
 
 
@@ -146,3 +150,29 @@ def check_feature_version(ckpt: dict, path: Path, advice: str) -> None:
             f"{path}: made with feature version {version}, and this chainnet computes version "
             f"{FEATURE_VERSION}; {advice}"
         )
+
+
+def training_preset(ckpt: dict) -> dict | None:
+    """The scenario preset (name and ranges, as datagen recorded it) of the dataset the checkpoint
+    was trained on: its `training_preset` entry (recorded by training), else that of the dataset
+    folder the checkpoint names (`datamodule_hyper_parameters.root`), if it is still there."""
+    preset = ckpt.get("training_preset")
+    if isinstance(preset, dict):
+        return preset
+    return dataset_preset((ckpt.get("datamodule_hyper_parameters") or {}).get("root"))
+
+
+def dataset_preset(root: str | Path | None) -> dict | None:
+    """The scenario preset in the manifest of the dataset at `root` (through the source of a
+    re-simulated one); None when there is none (a dataset imported from elsewhere, or gone)."""
+    manifest = Path(str(root)) / MANIFEST if root else None
+    if manifest is None or not manifest.is_file():
+        return None
+    try:
+        identity = json.loads(manifest.read_text()).get("identity") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    while "scenario" not in identity and isinstance(identity.get("source_identity"), dict):
+        identity = identity["source_identity"]  # a dataset re-simulated from another
+    preset = identity.get("scenario")
+    return preset if isinstance(preset, dict) and preset.get("name") else None

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import CatMetric, MeanMetric
 
 from chainnet.learn.batching import graph_loader
-from chainnet.learn.checkpoint import read_checkpoint
+from chainnet.learn.checkpoint import dataset_preset, read_checkpoint
 from chainnet.learn.features import FEATURE_VERSION
 from chainnet.learn.intervals import PredictionIntervals, nonconformity, scenario_max_load
 from chainnet.learn.models import resolve_target
@@ -109,6 +109,14 @@ class QoSModule(L.LightningModule):
             self.net.normalizer.fit(batches)
         if not bool(self.ranges.fitted):  # also a resumed run of a checkpoint without them
             self.ranges.fit(batches)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The scenario preset of the training data, so the optimizer can warn when a problem lies
+        # elsewhere (`training_preset`); at the top level, since hyper_parameters go to __init__.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        preset = dataset_preset(getattr(datamodule, "hparams", {}).get("root"))
+        if preset is not None:
+            checkpoint["training_preset"] = preset
 
     def _step(self, batch, split: str):
         out, pass_prob, runs = self(batch, self._simulated_pass(batch, split))

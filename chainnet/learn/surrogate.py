@@ -22,6 +22,8 @@ Each row says whether its inputs lie outside the ranges the model was trained on
 (`out_of_range`, `out_of_range_why`; `chainnet.learn.ranges`), and with `level=0.9` the bounds
 of calibrated 90 % prediction intervals (`chainnet.learn.intervals`). `Surrogate.load(path,
 device="cuda")` runs the network there; graphs go there and outputs come back to the CPU.
+`Surrogate.preset` is the scenario preset of its training data where known (`training_preset`),
+and `Surrogate.ranges_scope` what its training ranges say of those scenarios otherwise.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ import pandas as pd
 import torch
 from torch_geometric.utils import scatter
 
-from chainnet.learn.checkpoint import CheckpointError, check_feature_version, read_checkpoint
+from chainnet.learn.checkpoint import (
+    CheckpointError,
+    check_feature_version,
+    read_checkpoint,
+    training_preset,
+)
 from chainnet.learn.features import graph_batch
 from chainnet.learn.intervals import PredictionIntervals, grid_level, qos_bounds, scenario_max_load
 from chainnet.learn.limits import Limits, physical_limits
@@ -48,7 +55,7 @@ from chainnet.learn.prior import (
     load_features,
     reach_probabilities,
 )
-from chainnet.learn.ranges import TrainingRanges
+from chainnet.learn.ranges import RANGE_INPUTS, TrainingRanges
 from chainnet.learn.tally import RangeTally, out_of_range_warning
 from chainnet.scenario import Scenario
 
@@ -156,8 +163,19 @@ def _scenario_list(scenarios, name: str = "scenarios") -> list[Scenario]:
     return out
 
 
+# Inputs that are zero on every scenario of a `pool` preset (dsn24) and not on `edge` ones.
+EDGE_INPUTS = (
+    "device.ps",
+    "device.memory_limited",
+    "fragment.memory_share",
+    "fragment.scv",
+    "fragment.exit_prob",
+)
+
+
 class Surrogate:
-    """A trained QoS model that scores scenarios in batches."""
+    """A trained QoS model that scores scenarios in batches; `preset`: the scenario preset of
+    its training data (`training_preset`), None where unknown."""
 
     def __init__(
         self,
@@ -165,8 +183,10 @@ class Surrogate:
         source: str = "",
         ranges: TrainingRanges | None = None,
         intervals: PredictionIntervals | None = None,
+        preset: dict | None = None,
     ):
         self.net = net.eval()
+        self.preset = preset
         self.source = source
         self.ranges = ranges
         self.intervals = intervals
@@ -181,7 +201,8 @@ class Surrogate:
         ckpt = read_checkpoint(path)
         net = build_net(ckpt, path).to(target)
         ranges = build_part(ckpt, "ranges.", TrainingRanges())
-        out = cls(net, str(path), ranges, build_part(ckpt, "intervals.", PredictionIntervals()))
+        intervals = build_part(ckpt, "intervals.", PredictionIntervals())
+        out = cls(net, str(path), ranges, intervals, training_preset(ckpt))
         if warn_ranges and not out.ranges_known:
             warnings.warn(out.ranges_note, RangesUnknownWarning, stacklevel=2)
         return out
@@ -190,6 +211,28 @@ class Surrogate:
     def ranges_known(self) -> bool:
         """Whether the checkpoint holds the ranges of its training inputs."""
         return self.ranges is not None and bool(self.ranges.fitted)
+
+    def ranges_scope(self) -> dict | None:
+        """What the training ranges say of the training scenarios: `name` None, `kind` (edge if
+        any of `EDGE_INPUTS` was ever above zero, else pool: dsn24's homogeneous, deterministic,
+        memoryless devices) and the (min, max) of `devices`, `chains` and `chain_length`; None
+        without ranges."""
+        if not self.ranges_known:
+            return None
+        at = {name: i for i, name in enumerate(RANGE_INPUTS)}
+        low, high = self.ranges.low.cpu().numpy(), self.ranges.high.cpu().numpy()
+
+        def span(name: str) -> tuple[int, int]:
+            return int(round(low[at[name]])), int(round(high[at[name]]))
+
+        edge = any(high[at[name]] > 0 for name in EDGE_INPUTS)
+        return {
+            "name": None,
+            "kind": "edge" if edge else "pool",
+            "devices": span("n_devices"),
+            "chains": span("n_chains"),
+            "chain_length": span("n_stages"),
+        }
 
     @property
     def device(self) -> torch.device:

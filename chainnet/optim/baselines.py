@@ -11,9 +11,13 @@
   up to that stage; its blocking is the M/G/1/K loss of MacGregor Smith (as
   `chainnet.queueing.analytic`; the exact chain where that formula is undefined, M/M/1/K on a PS
   device). A linear program (`scipy.optimize.linprog`) picks the mix of choices that maximises
-  accuracy under a loss-ratio limit. A candidate holds one choice per service, so the mix is
-  rounded to the most accurate choice of its support that meets the limit alone (the LP's mix is
-  reported; mixed policies are not built). A service placed on several devices is modelled on its
+  accuracy under a loss-ratio limit. A service with `alternatives` (a mixed policy) at least as
+  many as the mix's choices runs the mix: its weights rounded to the service's share grid by
+  largest remainders (`chainnet.optim.mix.round_to_grid`; a choice rounded to 0 is dropped), each
+  choice an alternative placed as the first. Otherwise the mix is rounded to the most accurate
+  choice of its support that meets the limit alone (the LP's mix is reported). A service with
+  alternatives runs its first alternative alone in the other baselines (every alternative a copy
+  of the first). A service placed on several devices is modelled on its
   bottleneck device (where the model loses most of its jobs), and each service alone (the other
   services' load on a shared device is not counted), as the one-device model does.
 
@@ -34,6 +38,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from chainnet.documents import load_document
+from chainnet.optim.mix import deploy_mix, same_alternatives, service_genes
 from chainnet.optim.problem import Problem
 from chainnet.optim.space import SearchSpace
 from chainnet.queueing import exact as q
@@ -89,7 +94,7 @@ def load_unaware_placement(space: SearchSpace) -> np.ndarray:
     c = np.zeros(len(space.domains), dtype=np.int64)
     placed = space.fixed.copy()  # a gateway's fragment is where the gateway is
     for g in range(space.n_placement):
-        if placed[g]:
+        if placed[g] or space.alternative[g] > 0:  # other alternatives: copies of the first
             continue
         placed[g] = True
         for d in order:
@@ -103,7 +108,7 @@ def load_unaware_placement(space: SearchSpace) -> np.ndarray:
                 f"strategy=load_unaware: fragment {sv.name}/{sv.fragments[f].name} fits no device "
                 "beside the fragments placed before it"
             )
-    return c
+    return same_alternatives(space, c)
 
 
 def fits(space: SearchSpace, c: np.ndarray, placed: np.ndarray, d: int) -> bool:
@@ -117,11 +122,6 @@ def fits(space: SearchSpace, c: np.ndarray, placed: np.ndarray, d: int) -> bool:
 
 
 # ---- exit choices: a service's combinations of rows of its exit genes --------------------------
-def service_genes(space: SearchSpace, s: int) -> list[int]:
-    """The indices (among `space.exit_genes`) of the threshold genes of service `s`."""
-    return [i for i, e in enumerate(space.exit_genes) if e.service == s]
-
-
 def no_exit_genes(space: SearchSpace, policy: str) -> None:
     if not space.exit_genes:
         raise ValueError(
@@ -185,7 +185,7 @@ def exit_mixture(space: SearchSpace, c: np.ndarray, s: int) -> tuple[np.ndarray,
     """For service `s` under `c`: the share of its jobs leaving at each of its fragments (in
     order), and their accuracy (of all jobs, as the profile counts it)."""
     exit_prob, accuracy = space.exits_of(c)
-    g = [k for k, (sv, _) in enumerate(space.fragments) if sv == s]
+    g = [k for k, (sv, _) in enumerate(space.fragments) if sv == s and space.alternative[k] == 0]
     p, a = exit_prob[g].copy(), accuracy[g]
     p[-1] = 1.0  # every job that reaches the last fragment leaves there
     reach = np.concatenate([[1.0], np.cumprod(1.0 - p[:-1])])
@@ -225,8 +225,9 @@ def service_loss(space: SearchSpace, c: np.ndarray, s: int, share: np.ndarray) -
     mean and second moment), of the device's capacity, or fewer jobs where the device's memory
     holds fewer of the service's largest jobs there. The bottleneck, the device where that queue
     loses the most of the service's jobs, gives the loss (one device: TC'23's model)."""
-    scenario = space.scenario(c)
-    chain, rate = scenario.chains[s], space.problem.services[s].arrival_rate
+    scenario, sv = space.scenario(c), space.problem.services[s]
+    chain = next(ch for ch in scenario.chains if ch.service == sv.name)  # alternatives alike
+    rate = sv.arrival_rate
     mean = np.array([scenario.mean_service_time(st) for st in chain.stages])
     var = np.array([st.service_scv for st in chain.stages]) * mean**2
     devs = np.array([scenario.device_id(st.device) for st in chain.stages])
@@ -268,15 +269,17 @@ def mix_lp(accuracy: np.ndarray, loss: np.ndarray, max_loss: float) -> np.ndarra
 
 def tc23_service(
     space: SearchSpace, c: np.ndarray, s: int, max_loss: float
-) -> tuple[dict[int, int], dict[str, Any]]:
-    """Service `s`'s exit choice by TC'23's policy, and the record of its LP."""
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """`c` with service `s`'s exit choice by TC'23's policy (its LP mix, where the service has
+    alternatives enough: `deploy_mix`), and the record of its LP."""
     options = service_options(space, s)
     shares, accs, losses = [], [], []
     for o in options:
-        share, acc = exit_mixture(space, with_rows(space, c, o), s)
+        choice = same_alternatives(space, with_rows(space, c, o), s)  # its alternatives alike
+        share, acc = exit_mixture(space, choice, s)
         shares.append(share)
         accs.append(acc)
-        losses.append(service_loss(space, c, s, share))
+        losses.append(service_loss(space, choice, s, share))
     accs, losses = np.array(accs), np.array(losses)
     weights = mix_lp(accs, losses, max_loss)
     if weights is None:  # no mix meets the limit: the least loss
@@ -302,7 +305,14 @@ def tc23_service(
         "predicted_loss": float(losses[pick]),
         "accuracy": float(accs[pick]),
     }
-    return options[pick], record
+    mixed = None if weights is None else deploy_mix(space, c, s, options, weights)
+    if mixed is None:
+        return same_alternatives(space, with_rows(space, c, options[pick]), s), record
+    out, deployed = mixed
+    record["deployed_mix"] = [
+        {"choice": choice_label(space, options[i]), "share": p} for i, p in deployed
+    ]
+    return out, record
 
 
 def choice_label(space: SearchSpace, rows: dict[int, int]) -> Any:
@@ -320,8 +330,7 @@ def tc23_policy(
     no_exit_genes(space, "tc23")
     out, records = c.copy(), {}
     for s, sv in enumerate(space.problem.services):
-        rows, records[sv.name] = tc23_service(space, c, s, max_loss)
-        out = with_rows(space, out, rows)
+        out, records[sv.name] = tc23_service(space, out, s, max_loss)
     return out, records
 
 
@@ -332,7 +341,8 @@ def plan(space: SearchSpace, policy: str, settings: BaselineSettings | None = No
     settings = settings or BaselineSettings()
     c = load_unaware_placement(space)
     if policy == "load_unaware":
-        return Plan(policy, most_accurate(space, c), ["thresholds: the most accurate choice"])
+        c = same_alternatives(space, most_accurate(space, c))
+        return Plan(policy, c, ["thresholds: the most accurate choice"])
     if policy == "exit_last":
         return Plan(policy, exit_last(space, c), ["no early exit"])
     if policy == "fixed_threshold":
@@ -346,9 +356,16 @@ def plan(space: SearchSpace, policy: str, settings: BaselineSettings | None = No
     notes = [f"loss-ratio limit {max_loss:g}"]
     for name, r in records.items():
         mix = ", ".join(f"{m['choice']} x {m['weight']:.3f}" for m in r["mix"]) or "none meets it"
+        if "deployed_mix" in r:
+            shares = ", ".join(f"{m['choice']} x {m['share']:g}" for m in r["deployed_mix"])
+            notes.append(f"{name}: LP mix {mix}; deployed as alternatives {shares}")
+            continue
         notes.append(
             f"{name}: LP mix {mix}; deployed {r['chosen']} (predicted loss "
             f"{r['predicted_loss']:.4g}, accuracy {r['accuracy']:.4g})"
         )
-    notes.append("a candidate holds one choice per service: the mix itself is not deployed")
+    if any("deployed_mix" not in r and len(r["mix"]) > 1 for r in records.values()):
+        notes.append(
+            "a service with fewer alternatives than its LP mix has choices runs one choice"
+        )
     return Plan(policy, candidate, notes, {"max_loss": float(max_loss), "services": records})

@@ -13,6 +13,11 @@ and in the same float order (a test checks it, bit for bit), and the limits are 
 `predict_candidates(surrogate, graphs, genes)` then does what `Surrogate.predict_arrays` does
 after building its graph (network, limits, accuracy, training-range flags), so a search scores
 candidates with the same numbers as decoding them and calling `predict_arrays`.
+
+A problem with mixed policies (services with `alternatives`, `chainnet.optim.mix`) has a chain
+per alternative; each candidate's graph holds those it deploys (share > 0), as its decoded
+scenario's routes (the same test checks it), and `predict_candidates` aggregates the predictions
+of a service's chains (`by_service`), so its result has one entry per service either way.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from chainnet.learn.features import (
 )
 from chainnet.learn.limits import Limits
 from chainnet.learn.surrogate import Surrogate
+from chainnet.optim.mix import by_service, held
 from chainnet.optim.space import SearchSpace
 from chainnet.scenario import MEMORY_SLACK, Stage
 
@@ -58,16 +64,17 @@ class CandidateGraphs:
         self.space = space
         problem = space.problem
         services, devices = problem.services, problem.devices
-        self.n_chain, self.n_frag, self.n_dev = len(services), space.n_placement, len(devices)
-        # per chain
-        self.lengths = np.array([len(sv.fragments) for sv in services], dtype=np.int64)
+        # per chain: one per service, or per alternative of a service with alternatives (a
+        # candidate's graph holds the chains of the alternatives it deploys, share > 0)
+        routes = [(s, a) for s, sv in enumerate(services) for a in range(sv.alternatives)]
+        self.n_chain, self.n_frag, self.n_dev = len(routes), space.n_placement, len(devices)
+        self.service_of = np.array([s for s, _ in routes], dtype=np.int64)
+        self.lengths = np.array([len(services[s].fragments) for s, _ in routes], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
-        self.rates = np.array([float(sv.arrival_rate) for sv in services])
-        self.rates_extreme = not all(TINY <= r <= HUGE for r in self.rates)
-        self.scale = 1.0 / max(float(r) for r in self.rates)
-        # per fragment (placement gene order: services, then fragments)
+        self.rates = np.array([float(services[s].arrival_rate) for s, _ in routes])
+        # per fragment (placement gene order: services, alternatives, then fragments)
         frags = [services[s].fragments[f] for s, f in space.fragments]
-        self.chain_of = np.array([s for s, _ in space.fragments], dtype=np.int64)
+        self.chain_of = np.repeat(np.arange(self.n_chain), self.lengths)
         self.hop = np.array([f for _, f in space.fragments], dtype=np.int64)
         last = self.lengths[self.chain_of] - 1
         self.position = np.array([k / max(int(n), 1) for k, n in zip(self.hop, last)])
@@ -121,18 +128,22 @@ class CandidateGraphs:
         dev[:, self.space.fixed] = self.space.fixed_device
         return dev
 
-    def memory(self, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per candidate and device: weights held, largest job memory, fragments hosted; the
-        sums in fragment order, as `SearchSpace.memory_use` adds them."""
-        rows = np.arange(len(dev))
-        weights = np.zeros((len(dev), self.n_dev))
-        job = np.zeros((len(dev), self.n_dev))
-        hosted = np.zeros((len(dev), self.n_dev))
-        for g in range(self.n_frag):
-            d = dev[:, g]
-            weights[rows, d] += self.space.weights[g]
-            job[rows, d] = np.maximum(job[rows, d], self.job[g])
-            hosted[rows, d] += 1.0
+    def chains(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per candidate and chain: whether it is deployed (share > 0) and its arrival rate
+        (share x the service's rate, as the scenario's routes)."""
+        shares = np.ones((len(genes), self.n_chain))
+        for i, g in enumerate(self.space.share_genes):
+            cols = np.flatnonzero(self.service_of == g.service)
+            shares[:, cols] = g.shares[genes[:, self.space.n_decisions + i]]
+        return shares > 0, shares * self.rates
+
+    def memory(
+        self, dev: np.ndarray, active: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per candidate and device: weights held, largest job memory, fragments hosted, of the
+        deployed fragments `active` (`chainnet.optim.mix.held`: sums in gene order, as
+        `SearchSpace.memory_use` adds them)."""
+        weights, job, hosted = held(self.space, dev, active)
         ram = self.space.ram
         over = (weights > ram) | ((job > 0) & (ram - weights < job))
         if over.any():
@@ -143,6 +154,15 @@ class CandidateGraphs:
             )
         return weights, job, hosted
 
+    def per_service(self, genes, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-chain predictions of the candidates `genes` as one entry per service of each
+        (`chainnet.optim.mix.by_service`: a service's chains aggregated)."""
+        genes = self.checked(genes)
+        deployed, chain_rate = self.chains(genes)
+        n_s = len(self.space.problem.services)
+        group = (np.arange(len(genes))[:, None] * n_s + self.service_of)[deployed]
+        return by_service(arrays, group, chain_rate[deployed], len(genes) * n_s)
+
     # ---- the graph and the limits --------------------------------------------------------------
     def build(self, genes) -> tuple[HeteroData, Limits]:
         """The batched graph of the candidates `genes` (as `graph_batch` of their scenarios, with
@@ -150,7 +170,9 @@ class CandidateGraphs:
         genes = self.checked(genes)
         n = len(genes)
         dev = self.placement(genes)
-        weights, job, hosted = self.memory(dev)
+        deployed, chain_rate = self.chains(genes)  # [n, n_chain]
+        active = deployed[:, self.chain_of]  # [n, n_frag]: the fragments in the graph
+        weights, job, hosted = self.memory(dev, active)
         limited = np.isfinite(self.space.ram) & (job > 0)  # the scenario's device has a memory
         memory = np.where(limited, self.space.ram - weights, np.nan)
         rows = np.arange(n)[:, None]
@@ -173,22 +195,34 @@ class CandidateGraphs:
             ],
             axis=2,
         )
-        extreme = self.rates_extreme | (service < TINY).any(1) | (service > HUGE).any(1)
-        rate = np.repeat(self.frag_rate[None, :], n, axis=0)
-        rate[extreme] = np.minimum(np.maximum(rate[extreme] * self.scale, TINY), HUGE)
+        # a rate or a service time outside [TINY, HUGE] among the chains a candidate deploys
+        odd_rate = ~((chain_rate >= TINY) & (chain_rate <= HUGE))
+        odd_service = (service < TINY) | (service > HUGE)
+        extreme = (odd_rate & deployed).any(1) | (odd_service & active).any(1)
+        frag_rate = chain_rate[:, self.chain_of]
+        rate = frag_rate.copy()
+        scale = 1.0 / np.max(np.where(deployed, chain_rate, -np.inf), axis=1)
+        rate[extreme] = np.minimum(np.maximum(rate[extreme] * scale[extreme, None], TINY), HUGE)
         data = HeteroData()
-        data["chain"].x = _table(self.chain_static(inv_cap, n), CHAIN_STATIC)
+        data["chain"].x = _table(self.chain_static(inv_cap, n)[deployed], CHAIN_STATIC)
         frag = data["fragment"]
-        frag.x = _table(frag_x, FRAGMENT_STATIC)
-        frag.base_load = _floats(np.minimum(self.frag_rate * service, HUGE))
+        frag.x = _table(frag_x[active], FRAGMENT_STATIC)
+        frag.base_load = _floats(np.minimum(frag_rate * service, HUGE)[active])
         frag.rate, frag.exit_prob, frag.accuracy = (
-            _floats(rate),
-            _floats(exit_prob),
-            _floats(accuracy),
+            _floats(rate[active]),
+            _floats(exit_prob[active]),
+            _floats(accuracy[active]),
         )
-        self.skeleton(data, dev, hosted, limited)
+        self.skeleton(data, dev, hosted, limited, deployed, active)
         room = np.where(limited, memory * (1 + MEMORY_SLACK), np.inf)
-        return data, self.limits(service, total, exit_prob, room[rows, dev], dev)
+        limits = self.limits(service, total, exit_prob, room[rows, dev], dev, chain_rate)
+        return data, Limits(
+            limits.rate[deployed.ravel()],
+            limits.service[deployed.ravel()],
+            limits.throughput[deployed.ravel()],
+            limits.never[deployed.ravel()],
+            limits.admits[active.ravel()],
+        )
 
     def exits(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per candidate and fragment: the exit probability and accuracy that its threshold genes
@@ -226,11 +260,18 @@ class CandidateGraphs:
         )
 
     def skeleton(
-        self, data: HeteroData, dev: np.ndarray, hosted: np.ndarray, limited: np.ndarray
+        self,
+        data: HeteroData,
+        dev: np.ndarray,
+        hosted: np.ndarray,
+        limited: np.ndarray,
+        deployed: np.ndarray,
+        active: np.ndarray,
     ) -> None:
-        """Device features, hops, edges and batch vectors of `n` candidates into `data`."""
+        """Device features, hops, edges and batch vectors of `n` candidates into `data`, of
+        the chains `deployed` and fragments `active` of each."""
         n = len(dev)
-        hop = torch.from_numpy(np.tile(self.hop, n))
+        hop = torch.from_numpy(np.tile(self.hop, n)[active.ravel()])
         data["fragment"].hop = hop
         dev_x = np.stack(
             [
@@ -245,14 +286,16 @@ class CandidateGraphs:
         data["device"].x = _table(dev_x, DEVICE_STATIC)
         data["device"].capacity = _floats(np.tile(self.capacity, n))
         owner = np.arange(n)[:, None]
-        chain = _longs(owner * self.n_chain + self.chain_of)
-        frag_ids = torch.arange(n * self.n_frag)
-        device = _longs(owner * self.n_dev + dev)
+        chain_id = (np.cumsum(deployed.ravel()) - 1).reshape(n, self.n_chain)  # in the graph
+        chain = _longs(chain_id[:, self.chain_of][active])
+        frag_ids = torch.arange(int(active.sum()))
+        device = _longs((owner * self.n_dev + dev)[active])
         data["chain", "contains", "fragment"].edge_index = torch.stack([chain, frag_ids])
         data["chain", "contains", "fragment"].hop = hop
         data["fragment", "placed_on", "device"].edge_index = torch.stack([frag_ids, device])
-        for node, k in (("chain", self.n_chain), ("fragment", self.n_frag), ("device", self.n_dev)):
-            data[node].batch = torch.arange(n).repeat_interleave(k)
+        counts = (deployed.sum(1), active.sum(1), np.full(n, self.n_dev))
+        for node, k in zip(("chain", "fragment", "device"), counts):
+            data[node].batch = _longs(np.repeat(np.arange(n), k))
 
     def limits(
         self,
@@ -261,27 +304,27 @@ class CandidateGraphs:
         exit_prob: np.ndarray,
         room: np.ndarray,
         dev: np.ndarray,
+        chain_rate: np.ndarray,
     ) -> Limits:
         """`physical_limits` of the candidates, stage by stage along every chain (the same
-        operations in the same order, on columns of candidates)."""
+        operations in the same order, on columns of candidates), for every chain of the space
+        (`build` keeps those deployed); `chain_rate`: per candidate and chain."""
         n = len(service)
         fits = self.job <= room  # one job beside none held fits under the limit
         mu = np.where(fits, self.speed[dev] / self.work, 0.0)
         bound = np.empty((n, self.n_chain))
         never = np.zeros((n, self.n_chain), dtype=bool)
         for s, (start, length) in enumerate(zip(self.starts, self.lengths)):
-            lam = float(self.rates[s])
+            lam = chain_rate[:, s]
             reach = np.ones(n)
             first = np.minimum(lam, mu[:, start])
-            most = np.full(n, lam)
+            most = lam.copy()
             for g in range(start, start + length):
                 most = np.minimum(most, (1.0 - reach) * first + mu[:, g])
                 never[:, s] |= ~fits[:, g] & (reach == 1.0)
                 reach = reach * (1.0 - exit_prob[:, g])
             bound[:, s] = most
-        return Limits(
-            np.tile(self.rates, n), total.ravel(), bound.ravel(), never.ravel(), fits.ravel()
-        )
+        return Limits(chain_rate.ravel(), total.ravel(), bound.ravel(), never.ravel(), fits.ravel())
 
 
 def predict_candidates(
@@ -300,6 +343,8 @@ def predict_candidates(
     g, limits = graphs.build(genes)
     t1 = time.perf_counter()
     arrays = surrogate.predict_graph(g, limits, level)
+    if graphs.space.mixed:  # the chains of a service's alternatives: one entry per service
+        arrays = graphs.per_service(genes, arrays)
     if timings is not None:
         for key, seconds in (("graph", t1 - t0), ("surrogate", time.perf_counter() - t1)):
             timings[key] = timings.get(key, 0.0) + seconds

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from chainnet.documents import load_document
+from chainnet.optim.mix import DEFAULT_SHARE_STEP, check_mix, coerce_mix, read_mix
 from chainnet.optim.profiles import (
     VECTOR_KEYS,
     check_exit_vectors,
@@ -121,9 +122,13 @@ class Service:
     fragments: tuple[Fragment, ...]
     gateway: str | None = None
     exit_vectors: tuple[ExitVector, ...] = ()  # one decision for all exits (a profile service)
+    alternatives: int = 1  # a mixed policy (`chainnet.optim.mix`): jobs split between deployments
+    share_step: float = DEFAULT_SHARE_STEP  # the grid of the alternatives' probabilities
+    shares: tuple[float, ...] = ()  # the probabilities fixed by hand (none: chosen)
 
     def __post_init__(self) -> None:
         coerce(self, spec(name=text, arrival_rate=real, gateway=maybe(text)))
+        coerce_mix(self)
         object.__setattr__(
             self, "fragments", items_of(self.fragments, Fragment, "Service.fragments")
         )
@@ -196,12 +201,8 @@ class Problem:
         return cls(devices, services, objective, text(d.get("name", ""), f"{where}.name"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "devices": _plain(self.devices),
-            "services": _plain(self.services),
-            "objective": _plain(self.objective),
-        }
+        parts = {k: _plain(getattr(self, k)) for k in ("devices", "services", "objective")}
+        return {"name": self.name, **parts}
 
 
 # ---- reading: one function per kind of record ---------------------------------------------------
@@ -238,6 +239,7 @@ def _service(x: Any, w: str, base: Path | None) -> Service:
             ExitVector(**read_exit_vector(o, f"{w}.exit_vectors[{i}]"))
             for i, o in enumerate(sequence(x.get("exit_vectors") or [], f"{w}.exit_vectors"))
         ),
+        **read_mix(x, w),
     )
 
 
@@ -277,14 +279,16 @@ def _objective(obj: Any, w: str) -> Objective:
 
 
 def _plain(obj: Any) -> Any:
-    """Dataclasses and tuples as dicts and lists, without the fields left unset."""
+    """Dataclasses and tuples as dicts and lists, without the fields left unset (a service's
+    at their defaults: its mix fields)."""
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     if hasattr(obj, "__dataclass_fields__"):
         return {
             k: _plain(getattr(obj, k))
-            for k in obj.__dataclass_fields__
-            if getattr(obj, k) is not None and getattr(obj, k) != ()
+            for k, f in obj.__dataclass_fields__.items()
+            if getattr(obj, k) not in (None, ())
+            and not (isinstance(obj, Service) and getattr(obj, k) == f.default)
         }
     return obj
 
@@ -336,6 +340,7 @@ def _check_service(sv: Service, sw: str, devices: tuple[HostDevice, ...], kind: 
         raise ScenarioError(f"{sw}.fragments", [], "at least one fragment")
     if sv.gateway is not None and sv.gateway not in device_names:
         raise ScenarioError(f"{sw}.gateway", sv.gateway, "the name of a device")
+    check_mix(sv, sw)
     frag_names = [fr.name for fr in sv.fragments]
     if len(set(frag_names)) != len(frag_names):
         raise ScenarioError(f"{sw}.fragments", frag_names, "fragment names must be unique")
@@ -355,8 +360,7 @@ def _check_fits(fr: Fragment, fw: str, hosts: list[HostDevice], gateway: str | N
     if any(fr.memory <= r and (fr.job_memory <= 0 or r - fr.memory >= fr.job_memory) for r in rams):
         return
     on = f"the RAM {rams[0]:g} of its gateway {gateway!r}" if gateway else "any device's RAM"
-    if not gateway:
-        on += f" (the largest is {max(rams):g})"
+    on += "" if gateway else f" (the largest is {max(rams):g})"
     need = "no placement fits the devices' RAM: its weights"
     if any(fr.memory <= r for r in rams):
         need += f" ({fr.memory:g}) and one job ({fr.job_memory:g}) need more than {on}"

@@ -44,15 +44,37 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
 def describe_space(space: SearchSpace, label: str) -> str:
     """One line: the size of the problem and of its search space."""
     problem = space.problem
-    tables = [e for e in space.exit_genes if e.fragment is not None]
-    vectors = [e for e in space.exit_genes if e.fragment is None]
+    first = [e for e in space.exit_genes if e.alternative == 0]  # an alternative's copies: once
+    tables = [e for e in first if e.fragment is not None]
+    vectors = [e for e in first if e.fragment is None]
     exits = len(tables) + sum(len(e.labels[0]) for e in vectors)
     chosen = f" ({len(vectors)} services choose a threshold vector)" if vectors else ""
+    if space.share_genes:
+        mixed = [problem.services[g.service] for g in space.share_genes]
+        chosen += "; jobs split between alternatives: " + ", ".join(
+            f"{sv.name} ({sv.alternatives})" for sv in mixed
+        )
     return (
         f"problem {label}: {len(problem.devices)} devices, "
-        f"{len(space.fragments)} fragments, {exits} exits{chosen}, "
+        f"{sum(len(sv.fragments) for sv in problem.services)} fragments, {exits} exits{chosen}, "
         f"{space.size:.3g} candidates; objective {problem.objective.kind}"
     )
+
+
+def alternative_lines(mixes: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per deployed alternative of each mixed service (`SearchSpace.describe`'s
+    `alternatives`): its share, placement and exit choice."""
+    lines = []
+    for name, alternatives in mixes.items():
+        lines.append(f"  {name}: its jobs split between the alternatives deployed")
+        for alt in alternatives:
+            choice = [f"placement {alt['placement']}"]
+            choice += [f"{k} {alt[k]}" for k in ("thresholds", "vector") if alt.get(k)]
+            lines.append(
+                f"    alternative {alt['alternative']}, share {alt['share']:g}: "
+                + "; ".join(choice)
+            )
+    return lines
 
 
 def summary(run: Optimization) -> dict[str, Any]:
@@ -134,7 +156,9 @@ def report(run: Optimization) -> str:
         f"best by simulation of the top {len(run.table)} (simulated afresh):",
     ]
     decisions = run.space.describe(run.best_candidate)
+    mixes = decisions.pop("alternatives", {})
     lines += [f"  {key}: {value}" for key, value in decisions.items() if value]
+    lines += alternative_lines(mixes)
     lines.append(
         f"  objective predicted {best['predicted_objective']:.4g}, "
         f"simulated {best['simulated_objective']:.4g}; loss predicted "

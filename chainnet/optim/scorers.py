@@ -25,6 +25,7 @@ import pandas as pd
 
 import chainnet
 from chainnet.learn.tally import RangeTally
+from chainnet.optim.mix import service_frame
 from chainnet.optim.objective import objective_value
 from chainnet.optim.space import SearchSpace
 from chainnet.sim import SimulatorSettings, make_engine
@@ -127,7 +128,7 @@ class SimulatorScorer:
             if res.stop_reason == "deadline":
                 out.append(None)
                 continue
-            df = res.chain_frame()
+            df = service_frame(self.space.problem, res.chain_frame())
             loss = df["loss_ratio"].to_numpy(float)
             acc = df["accuracy"].to_numpy(float)
             obj, lo, ac = objective_value(self.space.problem, loss, acc)

@@ -207,7 +207,7 @@ def test_service_qos_aggregates_routes_by_rate_and_throughput():
         "chain": ["s/r0", "s/r1", "t"], "service": ["s", "s", "t"],
         "arrival_rate": [3.0, 1.0, 2.0], "throughput": [2.4, 1.0, 1.5],
         "loss_ratio": [0.2, 0.0, 0.25], "response_time": [2.0, 1.0, 0.3],
-        "accuracy": [0.9, 0.7, 0.8],
+        "accuracy": [0.9, 0.7, 0.8], "loss_ratio_hw": [0.02, 0.04, 0.01],
     })  # fmt: skip
     problem = Problem.from_dict({**two_boxes(), "services": [
         {"name": "s", "arrival_rate": 4.0, "fragments": [{"work": 1.0}]},
@@ -219,6 +219,9 @@ def test_service_qos_aggregates_routes_by_rate_and_throughput():
     assert s["loss_ratio"] == pytest.approx((3 * 0.2 + 1 * 0.0) / 4)
     assert s["response_time"] == pytest.approx((2.4 * 2.0 + 1.0 * 1.0) / 3.4)
     assert s["accuracy"] == pytest.approx((2.4 * 0.9 + 1.0 * 0.7) / 3.4)
+    # a half-width as its quantity: at most the weighted mean of the routes' (the judge's)
+    assert s["loss_ratio_hw"] == pytest.approx((3 * 0.02 + 1 * 0.04) / 4)
+    assert out.iloc[1]["loss_ratio_hw"] == 0.01
     assert t[["throughput", "loss_ratio", "response_time", "accuracy"]].tolist() == [
         1.5,
         0.25,

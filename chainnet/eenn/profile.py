@@ -36,7 +36,9 @@ the scenario format (`chainnet.scenario.Stage`) for vector i.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,9 +257,31 @@ class Profile:
         return path
 
 
+CACHED = 8  # profiles kept parsed (`load_profile`)
+_parsed: OrderedDict[tuple[str, int, int], Profile] = OrderedDict()
+
+
 def load_profile(path: str | Path) -> Profile:
-    """Read and check a profile file (YAML or JSON)."""
-    return Profile.load(path)
+    """Read and check a profile file (YAML or JSON), parsed once while the file is unchanged.
+
+    Parsing a measured profile takes a noticeable fraction of a second, and a problem naming one
+    reads it several times, so the last `CACHED` profiles read are kept, keyed on the file's
+    resolved path, modification time and size: a file rewritten is read again. A profile is
+    frozen; each call gets its own copy of the one mutable field, `training`."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return Profile.load(path)  # no such file: the loader's own one-line error
+    key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+    parsed = _parsed.get(key)
+    if parsed is None:
+        parsed = _parsed[key] = Profile.load(path)
+    _parsed.move_to_end(key)
+    while len(_parsed) > CACHED:
+        _parsed.popitem(last=False)  # the least recently used
+    profile = copy.copy(parsed)
+    object.__setattr__(profile, "training", copy.deepcopy(dict(profile.training)))
+    return profile
 
 
 def _plain(obj: Any) -> dict[str, Any]:

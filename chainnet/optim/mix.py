@@ -226,8 +226,9 @@ def by_service(
     arrays: dict[str, np.ndarray], group: np.ndarray, rate: np.ndarray, n: int
 ) -> dict[str, np.ndarray]:
     """`arrays` (one entry per chain, of arrival rate `rate`) reduced per group (0..n-1: the
-    chains of one service) by the rules of `AGGREGATE` (the bounds of a quantity as the
-    quantity); a group of one chain keeps its values exactly."""
+    chains of one service) by the rules of `AGGREGATE` (the bounds of a quantity, and its
+    half-width `_hw`, as the quantity: a weighted mean's half-width is at most the weighted mean
+    of the half-widths); a group of one chain keeps its values exactly."""
     count = np.bincount(group, minlength=n)
     first = np.full(n, -1)
     first[group[::-1]] = np.arange(len(group))[::-1]
@@ -242,7 +243,8 @@ def by_service(
 
     out = {}
     for key, x in arrays.items():
-        rule = AGGREGATE.get(key.removesuffix("_lower").removesuffix("_upper"))
+        base = key.removesuffix("_lower").removesuffix("_upper").removesuffix("_hw")
+        rule = AGGREGATE.get(base)
         if key == "out_of_range_why":
             why = [[] for _ in range(n)]
             for gr, text in zip(group, x):
@@ -287,7 +289,7 @@ def service_frame(problem: Any, chains: pd.DataFrame) -> pd.DataFrame:
     names = [sv.name for sv in problem.services]
     index = {name: s for s, name in enumerate(names)}
     group = np.array([index[s] for s in chains["service"]])
-    keys = [k for k in chains.columns if k in AGGREGATE]
+    keys = [k for k in chains.columns if k.removesuffix("_hw") in AGGREGATE]
     arrays = {k: chains[k].to_numpy(float) for k in keys}
     out = by_service(arrays, group, chains["arrival_rate"].to_numpy(float), len(names))
     rates = [sv.arrival_rate for sv in problem.services]

@@ -24,7 +24,7 @@ from chainnet.cli.train import main as train_main
 from chainnet.cli.train import train
 from chainnet.dataset.store import read_table
 from chainnet.learn.data import QoSDataset, split_of
-from chainnet.learn.evaluation import predict_graphs
+from chainnet.learn.evaluation import predict_graphs, within_limits
 from chainnet.learn.features import graph_batch
 from chainnet.learn.module import QoSModule
 from chainnet.learn.surrogate import (
@@ -238,6 +238,26 @@ def test_a_stage_whose_memory_cannot_hold_one_job_admits_none(tiny_checkpoint, r
     sim = simulate(sc, 0, SimulatorSettings(precision=0.05, max_arrivals=20_000)).chain_frame()
     assert list(sim["loss_ratio"].round(6))[0] == 1.0  # the simulator agrees on x
     assert y["throughput"] >= sim["throughput"].iloc[1] - 3 * sim["throughput_hw"].iloc[1] - 0.01
+
+
+@pytest.mark.parametrize("region", [False, True])
+def test_evaluation_scores_what_the_surrogate_gives(region):
+    """eval.py and train.py's test report keep predictions physically possible, as the surrogate
+    does: a chain that can never complete a job gets throughput 0 and no response ratio, whatever
+    the network (or the analytic baseline) said; one within its limits keeps its prediction."""
+    sc = no_room(region)
+    pred = pd.DataFrame({
+        "sample": [7, 7], "chain": [0, 1], "iterations": [3, 3],
+        "pred_throughput_ratio": [0.9, 0.9], "pred_response_ratio": [0.8, 0.8],
+    })  # fmt: skip
+    out = within_limits(pred, pd.DataFrame({"sample": [7], "scenario": [sc.to_json()]}))
+    assert out["pred_throughput_ratio"].iloc[0] == 0.0
+    assert np.isnan(out["pred_response_ratio"].iloc[0])
+    assert out["pred_throughput_ratio"].iloc[1] <= 0.4 + 1e-12  # only the jobs exiting before
+    assert out["pred_response_ratio"].iloc[1] == 0.8
+    pred.loc[1, "pred_throughput_ratio"] = 0.3  # possible: unchanged
+    out = within_limits(pred, pd.DataFrame({"sample": [7], "scenario": [sc.to_json()]}))
+    assert out["pred_throughput_ratio"].iloc[1] == 0.3
 
 
 def test_the_bound_holds_in_simulation():

@@ -2,15 +2,19 @@
 
 Throughput and response time are derived from the predicted ratios and the chain's inputs:
 throughput = throughput_ratio x arrival rate; response time = sum of mean service times /
-response_ratio; loss ratio = 1 - throughput_ratio. With a checkpoint's calibrated intervals
-(`chainnet.learn.intervals`) and a level, the predictions get bounds on both ratios and the
-metrics their coverage and mean width per load band.
+response_ratio; loss ratio = 1 - throughput_ratio. Every prediction, the analytic baseline's
+too, is first kept physically possible as the surrogate keeps it (`physical_limits`): a chain's
+throughput never above what its path can serve (none, where a stage can never admit a job
+reached by all), so the figures are those of what a user is given. With a checkpoint's
+calibrated intervals (`chainnet.learn.intervals`) and a level, the predictions get bounds on both
+ratios and the metrics their coverage and mean width per load band.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -18,6 +22,7 @@ from chainnet.dataset.store import read_table
 from chainnet.learn.batching import graph_loader
 from chainnet.learn.data import SPLITS, QoSDataset, split_of
 from chainnet.learn.intervals import PredictionIntervals
+from chainnet.learn.limits import physical_limits
 from chainnet.learn.metrics import qos_metrics
 from chainnet.learn.plots import plot_learning_curves, plot_predictions
 from chainnet.queueing import analytic
@@ -86,7 +91,9 @@ def evaluate(
     With fitted `intervals` and a `level`, both also hold the intervals (`pred_<ratio>_lower`,
     `pred_<ratio>_upper`; coverage and mean width)."""
     chains = read_table(root, "chains")
-    samples = read_table(root, "samples")[["sample", "max_offered_load"]]
+    samples = read_table(root, "samples")[["sample", "max_offered_load", "scenario"]]
+    pred = within_limits(pred, samples)
+    samples = samples.drop(columns="scenario")
     df = pred.merge(chains, on=["sample", "chain"], how="left").merge(samples, on="sample")
     if df["throughput_ratio"].isna().any():
         raise ValueError(f"predictions for chains that {root} does not hold")
@@ -106,6 +113,28 @@ def evaluate(
             p[col] = values
     t = df[["throughput_ratio", "response_ratio", "loss_ratio", "throughput", "response_time"]]
     return qos_metrics(p, t, df["max_offered_load"].to_numpy()), df
+
+
+def within_limits(pred: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """`pred` with its ratios kept physically possible, as `Surrogate.predict_graph` keeps them:
+    the throughput ratio at most the chain's `physical_limits` over its rate; no response ratio
+    for a chain that can never complete a job. `samples`: sample and scenario (JSON) columns."""
+    texts = samples.set_index("sample")["scenario"]
+    ids = pred["sample"].unique()
+    scenarios = [Scenario.from_json(texts[i]) for i in ids]
+    limits = physical_limits(scenarios)
+    keys = pd.DataFrame(
+        {
+            "sample": np.repeat(ids, [len(sc.chains) for sc in scenarios]),
+            "chain": np.concatenate([np.arange(len(sc.chains)) for sc in scenarios]),
+            "most": limits.throughput / limits.rate,
+            "never": limits.never,
+        }
+    )
+    out = pred.merge(keys, on=["sample", "chain"], how="left", validate="one_to_one")
+    out["pred_throughput_ratio"] = np.minimum(out["pred_throughput_ratio"], out["most"])
+    out.loc[out["never"].astype(bool), "pred_response_ratio"] = np.nan
+    return out.drop(columns=["most", "never"])
 
 
 def metrics_text(table: pd.DataFrame) -> str:

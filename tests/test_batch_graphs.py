@@ -105,13 +105,19 @@ def assert_same_graph(fast, slow) -> None:
 @pytest.mark.parametrize("kind", SPACES)
 def test_the_graph_of_the_genes_is_the_graph_of_the_decoded_scenarios(kind):
     space = SPACES[kind]()
-    genes = candidates(space, 40, seed=1)
+    assert_fast_path_is_decoding(space, candidates(space, 40, seed=1))
+
+
+def assert_fast_path_is_decoding(space, genes) -> list:
+    """The fast path's graph and limits of `genes` are bit for bit those of the decoded
+    scenarios (returned)."""
     scenarios = [space.scenario(c) for c in genes]
     fast, limits = CandidateGraphs(space).build(genes)
     assert_same_graph(fast, graph_batch(scenarios))
     slow = physical_limits(scenarios)
     for name in ("rate", "service", "throughput", "never", "admits"):
         np.testing.assert_array_equal(getattr(limits, name), getattr(slow, name), err_msg=name)
+    return scenarios
 
 
 def test_the_special_cases_are_really_exercised():

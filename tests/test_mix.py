@@ -10,12 +10,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from test_batch_graphs import assert_same_graph, candidates
+from test_batch_graphs import assert_fast_path_is_decoding, candidates
 from tests_helpers import ROOT, run_command
 
 from chainnet.cli.optimize import main as optimize_main
-from chainnet.learn.features import graph_batch
-from chainnet.learn.limits import physical_limits
 from chainnet.learn.models.chainnet import ChainNet
 from chainnet.learn.surrogate import Surrogate
 from chainnet.optim.baselines import (
@@ -263,15 +261,9 @@ def mixed_spaces() -> dict[str, SearchSpace]:
 @pytest.mark.parametrize("kind", ["digits_mix", "small_mix", "boxes", "huge_rate"])
 def test_the_graph_of_mixed_genes_is_the_graph_of_their_routes(kind):
     space = mixed_spaces()[kind]
-    genes = candidates(space, 40, seed=4)
-    scenarios = [space.scenario(c) for c in genes]
+    scenarios = assert_fast_path_is_decoding(space, candidates(space, 40, seed=4))
     counts = {len(sc.chains) for sc in scenarios}
     assert len(counts) > 1  # candidates with one chain for a service, and with several
-    fast, limits = CandidateGraphs(space).build(genes)
-    assert_same_graph(fast, graph_batch(scenarios))
-    slow = physical_limits(scenarios)
-    for name in ("rate", "service", "throughput", "never", "admits"):
-        np.testing.assert_array_equal(getattr(limits, name), getattr(slow, name), err_msg=name)
 
 
 def test_the_surrogate_scores_a_mix_per_service():

@@ -124,5 +124,3 @@ def warn_preset(scorer: Any, problem: Problem, path: str) -> None:
     warning = preset_warning(trained, problem, problem.name or path)
     if warning:
         print(warning, file=sys.stderr)
-
-

@@ -316,8 +316,14 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def cell(v) -> str:
-    """A table cell: floats with 4 decimals, whole floats without."""
+COUNTS = ("problems", "scored", "simulations")  # medians of counts: whole numbers in the table
+
+
+def cell(v, column: str = "") -> str:
+    """A table cell: counts as whole numbers with thousands separators, other floats with 4
+    decimals (whole ones without)."""
+    if isinstance(v, (float, np.floating, int, np.integer)) and column in COUNTS:
+        return f"{round(float(v)):,}"
     if isinstance(v, (float, np.floating)):
         return f"{v:g}" if float(v).is_integer() else f"{v:.4f}"
     return str(v)
@@ -326,7 +332,10 @@ def cell(v) -> str:
 def markdown(table: pd.DataFrame) -> str:
     """`table` as a markdown table."""
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in table.itertuples(index=False)]
+    lines += [
+        "| " + " | ".join(cell(v, c) for v, c in zip(r, table.columns)) + " |"
+        for r in table.itertuples(index=False)
+    ]
     return "\n".join(lines)
 
 

@@ -102,3 +102,10 @@ def test_bad_input_is_one_line(tmp_path, capsys):
         sb.main(["--summarize-only", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="error: ckpt_path: .*none.ckpt does not exist"):
         sb.main(["--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "new")])
+
+
+def test_the_markdown_table_gives_counts_as_whole_numbers():
+    table = pd.DataFrame(
+        {"strategy": ["hybrid"], "scored": [20507.5], "median_regret": [0.01234], "problems": [8]}
+    )
+    assert sb.markdown(table).splitlines()[-1] == "| hybrid | 20,508 | 0.0123 | 8 |"

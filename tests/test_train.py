@@ -216,6 +216,7 @@ def test_configs_share_their_blocks_and_every_command_writes_under_the_log_dir(t
             for m in ("chainnet_gin", "chainnet_gat", "gin", "gat", "mlp")
         }
         exp = compose(config_name="train", overrides=["experiment=chainnet_dsn24"])
+        edge = compose(config_name="train", overrides=["experiment=edge"])
         gen = compose(config_name="datagen", overrides=["n=50000"])
         default_root = compose(config_name="train").data.root
     # one optimizer, scheduler and loss block, shared through the defaults list
@@ -232,6 +233,10 @@ def test_configs_share_their_blocks_and_every_command_writes_under_the_log_dir(t
     # an experiment composes over the groups
     assert exp.model.net.device_agg == "gin" and exp.model.net.chain_gru
     assert exp.trainer.max_epochs == 30 and exp.model.optimizer.lr == 0.001
+    # the edge surrogate: the default ChainNet-GIN on the 50k edge set (README: The edge surrogate)
+    assert OmegaConf.to_container(edge.model.net) == chainnet_gin
+    assert edge.data.root.endswith("/edge") and edge.data.batch_size == 128
+    assert edge.trainer.max_epochs == 40 and edge.callbacks.early_stopping.patience == 8
     # datagen writes where train.py reads by default
     assert gen.out == exp.data.root == default_root
 

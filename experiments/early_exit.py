@@ -60,7 +60,7 @@ import torch
 from matplotlib.figure import Figure
 from study import LoadMeter, Rows, add_quiet_options, final_rows, judge, latest, timed
 
-from chainnet.optim.baselines import BASELINES, BaselineSettings
+from chainnet.optim.baselines import BASELINES, BaselineSettings, with_all_vectors
 from chainnet.optim.hybrid import optimize_hybrid
 from chainnet.optim.problem import Objective, Problem
 from chainnet.optim.profile_problems import (
@@ -69,7 +69,6 @@ from chainnet.optim.profile_problems import (
     problem_of,
     profile_problems,
     stratified_loads,
-    with_all_vectors,
     with_alternatives,
 )
 from chainnet.optim.scorers import SimulatorScorer, make_scorer

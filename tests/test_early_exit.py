@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from chainnet.eenn.profile import Profile, load_profile
+from chainnet.optim.baselines import with_all_vectors
 from chainnet.optim.generators import system_load
 from chainnet.optim.profile_problems import (
     LOAD,
@@ -22,7 +23,6 @@ from chainnet.optim.profile_problems import (
     profile_problem,
     profile_problems,
     stratified_loads,
-    with_all_vectors,
     with_alternatives,
 )
 from chainnet.optim.space import SearchSpace

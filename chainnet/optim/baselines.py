@@ -28,6 +28,7 @@ vector without early exits.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -78,12 +79,20 @@ class Plan:
 
 def load_problem(path: str | Path) -> Problem:
     """The problem file at `path`, every profile service with all its measured vectors."""
-    doc = load_document(path)
-    services = doc.get("services") if isinstance(doc, dict) else None
+    doc = with_all_vectors(load_document(path))
+    return Problem.from_dict(doc, where=f"problem {path}", base=Path(path).parent)
+
+
+def with_all_vectors(doc: Any) -> Any:
+    """A copy of the problem document `doc` whose profile services read every measured vector,
+    as the baselines do (anything not a problem mapping is returned as is, for the reader to
+    refuse)."""
+    out = copy.deepcopy(doc)
+    services = out.get("services") if isinstance(out, dict) else None
     for sv in services if isinstance(services, list) else []:
         if isinstance(sv, dict) and isinstance(sv.get("profile"), dict):
             sv["profile"]["vectors"] = "all"
-    return Problem.from_dict(doc, where=f"problem {path}", base=Path(path).parent)
+    return out
 
 
 def load_unaware_placement(space: SearchSpace) -> np.ndarray:

@@ -86,16 +86,6 @@ def at_load(doc: dict[str, Any], load: float, problem: Problem | None = None) ->
     return out
 
 
-def with_all_vectors(doc: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `doc` whose profile services read every measured vector (as the baselines do:
-    `chainnet.optim.baselines.load_problem`)."""
-    out = copy.deepcopy(doc)
-    for sv in out["services"]:
-        if isinstance(sv.get("profile"), dict):
-            sv["profile"]["vectors"] = "all"
-    return out
-
-
 def with_alternatives(doc: dict[str, Any], k: int) -> dict[str, Any]:
     """A copy of `doc` with `alternatives: k` on every service (mixed policies); `k` = 1: the
     same problem (no key added)."""

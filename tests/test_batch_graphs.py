@@ -7,7 +7,7 @@ import pytest
 import torch
 from tests_helpers import ROOT
 
-from chainnet.learn.features import graph_batch
+from chainnet.learn.features import DEVICE_STATIC, graph_batch
 from chainnet.learn.models.chainnet import ChainNet
 from chainnet.learn.models.mlp import ChainMLP
 from chainnet.learn.surrogate import Surrogate, physical_limits
@@ -128,6 +128,8 @@ def test_the_special_cases_are_really_exercised():
     assert (hosted == 0).any() and (hosted > 0).any()  # devices with and without fragments
     memory_limited = g["device"].x[:, 3]
     assert (memory_limited == 0).any() and (memory_limited == 1).any()
+    fill = g["device"].x[:, DEVICE_STATIC.index("memory_load")]
+    assert (fill[memory_limited == 1] > 0).any() and (fill[memory_limited == 0] == 0).all()
     assert torch.isnan(g["fragment"].accuracy).any()  # an exit row without accuracy
     for kind in ("huge_rate", "tiny_service", "huge_service"):
         space = SPACES[kind]()

@@ -88,7 +88,6 @@ def test_bad_settings_are_named():
 
 def test_it_learns():
     torch.manual_seed(0)
-    torch.manual_seed(0)
     data = graphs(48)
     model = ChainNet(hidden=16, rounds=2, max_iter=2)
     model.normalizer.fit(data)
@@ -101,10 +100,10 @@ def test_it_learns():
             return torch.nn.functional.l1_loss(model(b)[0][:, 0], b["chain"].y[:, 0]).item()
 
     before = loss_now()
-    for _ in range(30):
+    for _ in range(60):  # under 0.2 x its first loss at seeds 0-4 (0.5 after 30 epochs)
         for b in loader:
             loss = torch.nn.functional.l1_loss(model(b)[0], b["chain"].y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    assert loss_now() < 0.5 * before
+    assert loss_now() < 0.3 * before

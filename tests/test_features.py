@@ -17,6 +17,7 @@ from chainnet.learn.features import (
     FRAGMENT_STATIC,
     Normalizer,
     attach_targets,
+    resident_memory,
     graph_batch,
     scenario_graph,
 )
@@ -27,7 +28,7 @@ from chainnet.learn.prior import (
     mm1k,
     reach_probabilities,
 )
-from chainnet.scenario import Device, Scenario, ServiceChain, Stage
+from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
 from chainnet.sim import SimulatorSettings
 from datagen.generate import generate
 
@@ -62,6 +63,60 @@ def test_graph_structure_and_features():
     assert d["fragments_per_capacity"] == pytest.approx(0.2) and d["memory_limited"] == 1.0
     # base_load = rate x mean service time: unit-free, the same whatever the time unit
     assert g["fragment"].base_load.tolist() == pytest.approx([0.25, 1.5, 0.25])
+
+
+def contention(flood: float) -> Scenario:
+    """Large jobs (chain big) beside small ones arriving at rate `flood` (chain small), on two
+    devices that share a region of 300 MB."""
+    return Scenario(
+        [Device("a", capacity=8, speed=1.0), Device("b", capacity=8, speed=1.0)],
+        [
+            ServiceChain("big", 0.1, [Stage("a", 1.0, job_memory=200.0)]),
+            ServiceChain("small", flood, [Stage("b", 1.0, job_memory=20.0)]),
+        ],
+        regions=[Region("r", ("a", "b"), memory=300.0)],
+    )
+
+
+def test_region_features_say_how_full_a_shared_region_gets():
+    light, flooded = scenario_graph(contention(0.1)), scenario_graph(contention(5.0))
+    share = FRAGMENT_STATIC.index("region_share")
+    # one large job takes 2/3 of the region, a small one 1/15, whatever the loads
+    assert flooded["fragment"].x[:, share].tolist() == pytest.approx([2 / 3, 1 / 15])
+    load = DEVICE_STATIC.index("region_load")
+    # light: a resident 1/9 job of each chain (rho 0.1), 200/9 + 20/9 MB of 300: u = 22/270
+    u = (200 / 9 + 20 / 9) / 300
+    assert light["device"].x[:, load].tolist() == pytest.approx([u / (1 + u)] * 2)
+    # flooded: b is full (8 jobs of 20 MB) beside a's 1/9 job: the region is over 60 % full
+    u = (200 / 9 + 160) / 300
+    assert flooded["device"].x[:, load].tolist() == pytest.approx([u / (1 + u)] * 2)
+    plain = scenario_graph(example())
+    assert plain["fragment"].x[:, share].eq(0).all() and plain["device"].x[:, load].eq(0).all()
+
+
+def test_resident_memory_is_the_mm1_number_within_the_limits():
+    def one(load, capacity=10.0, memory=np.nan):
+        number, held = resident_memory(
+            np.array([2.0]), np.array([load]), np.array([2.0 * 30.0]), capacity, memory
+        )
+        return float(number[0]), float(held[0])
+
+    assert one(0.5) == pytest.approx((1.0, 30.0))  # rho / (1 - rho) jobs of 30 MB
+    assert one(0.95) == (10.0, 300.0)  # 19 jobs exceed the capacity
+    assert one(1.0) == one(3.0) == (10.0, 300.0)  # saturated: full
+    assert one(3.0, memory=90.0) == (3.0, 90.0)  # the memory holds 3 jobs
+    fill = DEVICE_STATIC.index("memory_load")
+    # a: no memory; b at rho 1.2 + 0.25 is saturated and its 100 MB full (u = 1)
+    assert scenario_graph(example())["device"].x[:, fill].tolist() == [0.0, 0.5]
+    light = Scenario(  # rho 0.7 (2.33 jobs), of 25 MB or none, arrival-weighted
+        [Device("b", capacity=10, memory=100.0)],
+        [
+            ServiceChain("x", 0.4, [Stage("b", 1.0, job_memory=25.0)]),
+            ServiceChain("y", 0.3, [Stage("b", 1.0)]),
+        ],
+    )
+    u = 0.7 / 0.3 * (0.4 * 25.0 / 0.7) / 100.0
+    assert scenario_graph(light)["device"].x[0, fill].item() == pytest.approx(u / (1 + u))
 
 
 def test_load_features_and_reach():

@@ -105,6 +105,19 @@ def test_a_band_with_too_few_chains_uses_all_bands_and_none_leaves_it_unbounded(
     assert b["response_ratio_lower"][0] == 0.0 and np.isinf(b["response_ratio_upper"][0])
 
 
+def test_a_band_falling_back_to_the_pooled_scores_never_narrows_as_the_level_rises():
+    # an overloaded band of 5 large scores among 95 small ones: it has enough for 80 % (its own
+    # quantile, large) but not for 90 % (the pooled quantile alone would be small)
+    scores = torch.tensor(np.r_[np.full(95, 0.01), np.full(5, 0.5)])[:, None].repeat(1, 2)
+    load = np.r_[np.full(95, 0.1), np.full(5, 2.0)]
+    intervals = PredictionIntervals().fit(scores, load)
+    at = {lv: intervals.half_widths(np.array([3]), lv)[0, 0] for lv in (0.8, 0.9, 0.95)}
+    assert intervals.source[3, 0, LEVELS.index(0.9)] == POOLED
+    assert at[0.8] == 0.5 and at[0.9] == at[0.95] == 0.5  # the pooled 0.01 would under-cover
+    widths = intervals.half_width.numpy()
+    assert (np.diff(widths, axis=2) >= 0).all()
+
+
 def test_a_level_between_grid_points_uses_the_next_higher_one():
     assert LEVELS[grid_level(0.87)] == 0.9 and LEVELS[grid_level(0.9)] == 0.9
     assert LEVELS[grid_level(0.01)] == 0.5

@@ -31,7 +31,7 @@ from torch_geometric.data import HeteroData
 from chainnet.scenario import Scenario
 
 # The features a checkpoint was trained on: a new version makes old checkpoints refuse to load.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 # The layout of stored graphs (edge types, attributes): a new one re-processes cached datasets and
 # leaves checkpoints valid.
 GRAPH_VERSION = 2
@@ -45,6 +45,7 @@ FRAGMENT_STATIC = (
     "position",  # hop / (chain length - 1)
     "is_last",
     "ps",  # the device serves by processor sharing
+    "region_share",  # share of a multi-device region one job takes (see `_region_terms`)
 )
 DEVICE_STATIC = (
     "inv_capacity",
@@ -52,6 +53,8 @@ DEVICE_STATIC = (
     "ps",
     "memory_limited",
     "in_region",  # the device belongs to a multi-device region
+    "memory_load",  # how full the device's memory would be at nominal loads, u / (1 + u)
+    "region_load",  # the same for the fullest multi-device region it belongs to
 )
 CHAIN_STATIC = (
     "inv_length",  # 1 / number of stages
@@ -128,6 +131,8 @@ class _Rows:
         for reg in scenario.regions:
             for name in reg.devices:
                 in_region[scenario.device_id(name)] = 1.0
+        demand, jobs = _nominal_demand(scenario)
+        region_limits, region_load = _region_terms(scenario, demand, jobs)
         inv_cap = [1.0 / d.capacity for d in devs]
         ps = [float(d.discipline == "ps") for d in devs]
         extreme = False  # a rate or a service time outside [TINY, HUGE]
@@ -151,6 +156,7 @@ class _Rows:
                         k / max(last, 1),
                         float(k == last),
                         ps[d],
+                        _share_of(st.job_memory, region_limits[d]),
                     )
                 )
                 self.base_load.append(min(ch.arrival_rate * service[k], HUGE))
@@ -168,8 +174,17 @@ class _Rows:
                 self.rate[i] = min(max(self.rate[i] * scale, TINY), HUGE)
         for j, d in enumerate(devs):
             memory_limited = float(d.memory is not None)
+            fill = fullness(demand[j] / d.memory) if d.memory else 0.0
             self.dev_x.append(
-                (inv_cap[j], hosted[j] * inv_cap[j], ps[j], memory_limited, in_region[j])
+                (
+                    inv_cap[j],
+                    hosted[j] * inv_cap[j],
+                    ps[j],
+                    memory_limited,
+                    in_region[j],
+                    fill,
+                    region_load[j],
+                )
             )
             self.capacity.append(min(float(d.capacity), HUGE))
         self.sizes.append((len(scenario.chains), len(self.hop) - n_frag, len(devs)))
@@ -204,6 +219,82 @@ class _Rows:
             for col, node in enumerate(("chain", "fragment", "device")):
                 data[node].batch = owner.repeat_interleave(sizes[:, col])
         return data
+
+
+def fullness(u: float) -> float:
+    """u / (1 + u): a demand over a limit as a feature in [0, 1) (1/2 at the limit); divisions
+    only, so the fast path of candidates computes the same bits."""
+    return u / (1.0 + u)
+
+
+def resident_memory(
+    arrivals: np.ndarray,
+    load: np.ndarray,
+    memory_rate: np.ndarray,
+    capacity: np.ndarray,
+    memory: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Devices' (resident jobs, memory they hold) at their nominal offered loads, elementwise: the
+    M/M/1 mean number rho / (1 - rho), or the capacity at rho >= 1 or where smaller, or the jobs
+    the memory holds (NaN memory: no limit); times the arrival-weighted mean job memory
+    (`memory_rate` / `arrivals`). Rational operations only, on arrays of any shape, so the fast
+    path of candidates (`chainnet.optim.batch_graphs`) computes the same bits."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        number = np.where(load >= 1.0, capacity, np.minimum(capacity, load / (1.0 - load)))
+        mean_job = np.where(arrivals > 0, memory_rate / arrivals, 0.0)
+        by_memory = np.where(mean_job > 0, memory / mean_job, np.nan)
+    number = np.where(np.isnan(by_memory), number, np.minimum(number, by_memory))
+    return number, number * mean_job
+
+
+def _nominal_demand(scenario: Scenario) -> tuple[list[float], list[float]]:
+    """Per device, at nominal loads (every job passes; exits counted): `resident_memory`'s
+    (jobs, memory held). Sums run over the chains and stages in order.
+
+    They say what the per-device queueing prior cannot: which memory the jobs of a region
+    compete for, so that a chain of large jobs beside many small ones is seen to starve."""
+    devs = scenario.devices
+    arrivals, load, memory_rate = ([0.0] * len(devs) for _ in range(3))
+    for ch in scenario.chains:
+        reach = 1.0
+        for st in ch.stages:
+            d = scenario.device_id(st.device)
+            stream = ch.arrival_rate * reach
+            arrivals[d] += stream
+            load[d] += min(ch.arrival_rate * (st.work / devs[d].speed), HUGE) * reach
+            memory_rate[d] += stream * st.job_memory
+            reach = reach * (1.0 - st.exit_prob)
+    capacity = np.array([float(d.capacity) for d in devs])
+    memory = np.array([np.nan if d.memory is None else d.memory for d in devs])
+    number, held = resident_memory(
+        np.array(arrivals), np.array(load), np.array(memory_rate), capacity, memory
+    )
+    return held.tolist(), number.tolist()
+
+
+def _region_terms(scenario: Scenario, demand: list[float], jobs: list[float]) -> tuple:
+    """Per device, over the multi-device regions it belongs to: their limits (memory or None, 1 /
+    capacity or 0), and the fullest region's `fullness` at nominal loads (the memory its devices'
+    resident jobs hold over its memory, or those jobs over its capacity, whichever is larger)."""
+    limits: list[list[tuple]] = [[] for _ in scenario.devices]
+    load = [0.0] * len(scenario.devices)
+    for reg in scenario.regions:
+        ids = [scenario.device_id(name) for name in reg.devices]
+        per_job = 1.0 / reg.capacity if reg.capacity else 0.0
+        terms = [sum(jobs[d] for d in ids) * per_job]
+        if reg.memory:
+            terms.append(sum(demand[d] for d in ids) / reg.memory)
+        fill = fullness(max(terms))
+        for d in ids:
+            limits[d].append((reg.memory, per_job))
+            load[d] = max(load[d], fill)
+    return limits, load
+
+
+def _share_of(job_memory: float, limits: list[tuple]) -> float:
+    """The largest share of a region one job takes: job memory / the region's memory, or 1 / its
+    capacity (0 outside multi-device regions)."""
+    return max((max(job_memory / m if m else 0.0, c) for m, c in limits), default=0.0)
 
 
 def attach_targets(data: HeteroData, chains: dict, stages: dict | None = None) -> HeteroData:

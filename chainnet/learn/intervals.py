@@ -15,7 +15,8 @@ k = ceil((n + 1) a) (the finite-sample correction: coverage >= a for an exchange
 When k > n the band has too few chains for that level, and the quantile of all bands' scores
 together is used; when even that is too few, the interval is unbounded (throughput ratio [0, 1],
 response ratio (0, inf)). Half-widths are computed for a grid of levels (`LEVELS`); a level
-between two grid points uses the next higher one, so coverage is never below the level asked for.
+between two grid points uses the next higher one, so coverage is never below the level asked for,
+and a band's half-width never shrinks as the level rises (the larger of its own and the pooled).
 
 `PredictionIntervals` holds them as buffers of the LightningModule (`fitted` False until fitted),
 so every checkpoint carries the intervals calibrated on its own validation predictions and still
@@ -148,6 +149,9 @@ class PredictionIntervals(Recorded):
                         if value is not None:
                             half[b, j, i], source[b, j, i] = value, kind
                             break
+        # A higher level never gets a narrower interval: where a band has enough chains for a
+        # low level but falls back to the pooled scores at a higher one, those may be smaller.
+        half = torch.cummax(half, dim=2).values
         self.half_width.copy_(half)
         self.source.copy_(source)
         self.count.copy_(count)

@@ -35,6 +35,8 @@ from chainnet.learn.features import (
     HUGE,
     STATIC_LIMIT,
     TINY,
+    fullness,
+    resident_memory,
 )
 from chainnet.learn.limits import Limits
 from chainnet.learn.surrogate import Surrogate
@@ -192,6 +194,7 @@ class CandidateGraphs:
                 np.broadcast_to(self.position, (n, self.n_frag)),
                 np.broadcast_to(self.is_last, (n, self.n_frag)),
                 self.ps[dev],
+                np.zeros((n, self.n_frag)),  # a search space's scenarios have no regions
             ],
             axis=2,
         )
@@ -213,7 +216,8 @@ class CandidateGraphs:
             _floats(exit_prob[active]),
             _floats(accuracy[active]),
         )
-        self.skeleton(data, dev, hosted, limited, deployed, active)
+        fill = self.memory_load(dev, active, frag_rate, service, exit_prob, memory)
+        self.skeleton(data, dev, hosted, limited, fill, deployed, active)
         room = np.where(limited, memory * (1 + MEMORY_SLACK), np.inf)
         limits = self.limits(service, total, exit_prob, room[rows, dev], dev, chain_rate)
         return data, Limits(
@@ -236,6 +240,34 @@ class CandidateGraphs:
             exit_prob[:, cols] = probs[row]
             accuracy[:, cols] = accs[row]
         return exit_prob, accuracy
+
+    def memory_load(
+        self,
+        dev: np.ndarray,
+        active: np.ndarray,
+        frag_rate: np.ndarray,
+        service: np.ndarray,
+        exit_prob: np.ndarray,
+        memory: np.ndarray,
+    ) -> np.ndarray:
+        """Per candidate and device: the `memory_load` feature (`fullness` of the memory its
+        resident jobs hold at nominal loads, 0 without a memory), summed over the deployed
+        fragments in the order `graph_batch` adds them; `memory`: NaN where unlimited."""
+        n = len(dev)
+        reach = np.ones((n, self.n_frag))
+        for start, length in zip(self.starts, self.lengths):
+            for g in range(start + 1, start + length):
+                reach[:, g] = reach[:, g - 1] * (1.0 - exit_prob[:, g - 1])
+        stream = frag_rate * reach
+        terms = (stream, np.minimum(frag_rate * service, HUGE) * reach, stream * self.job)
+        sums = np.zeros((len(terms), n, self.n_dev))
+        rows = np.arange(n)
+        for g in range(self.n_frag):
+            for total, term in zip(sums, terms):
+                total[rows, dev[:, g]] += np.where(active[:, g], term[:, g], 0.0)
+        capacity = np.broadcast_to(self.capacity, (n, self.n_dev))
+        _, held = resident_memory(*sums, capacity, memory)
+        return np.where(np.isnan(memory), 0.0, fullness(held / memory))
 
     def totals(self, service: np.ndarray) -> np.ndarray:
         """Per candidate and chain: the sum of its stages' mean service times, added in stage
@@ -265,11 +297,12 @@ class CandidateGraphs:
         dev: np.ndarray,
         hosted: np.ndarray,
         limited: np.ndarray,
+        fill: np.ndarray,
         deployed: np.ndarray,
         active: np.ndarray,
     ) -> None:
-        """Device features, hops, edges and batch vectors of `n` candidates into `data`, of
-        the chains `deployed` and fragments `active` of each."""
+        """Device features (`fill`: their memory load), hops, edges and batch vectors of `n`
+        candidates into `data`, of the chains `deployed` and fragments `active` of each."""
         n = len(dev)
         hop = torch.from_numpy(np.tile(self.hop, n)[active.ravel()])
         data["fragment"].hop = hop
@@ -280,6 +313,8 @@ class CandidateGraphs:
                 np.broadcast_to(self.ps, (n, self.n_dev)),
                 limited.astype(np.float64),
                 np.zeros((n, self.n_dev)),  # a search space's scenarios have no regions
+                fill,
+                np.zeros((n, self.n_dev)),
             ],
             axis=2,
         )

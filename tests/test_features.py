@@ -17,8 +17,8 @@ from chainnet.learn.features import (
     FRAGMENT_STATIC,
     Normalizer,
     attach_targets,
-    resident_memory,
     graph_batch,
+    resident_memory,
     scenario_graph,
 )
 from chainnet.learn.prior import (

@@ -304,6 +304,13 @@ def test_tiny_and_huge_inputs_give_finite_predictions(tiny_checkpoint):
             cases.append(
                 Scenario([dev], [ServiceChain("x", p["rate"], [first, Stage("a", p["work"])])])
             )
+    # a rate and a job memory whose product overflows float64
+    dev = Device("a", capacity=5, speed=1.0, memory=1e300)
+    job = Stage("a", 1.0, job_memory=1e300, exit_prob=0.3)
+    cases.append(Scenario([dev], [ServiceChain("x", 1e300, [job, Stage("a", 1.0)])]))
+    graph = graph_batch(cases)
+    for node in ("chain", "fragment", "device"):
+        assert torch.isfinite(graph[node].x).all(), node
     df = s.predict(cases)
     cols = ["throughput", "loss_ratio", "response_time", "throughput_ratio", "response_ratio"]
     assert np.isfinite(df[cols].to_numpy()).all(), df[cols]

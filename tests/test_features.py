@@ -30,7 +30,9 @@ from chainnet.learn.prior import (
 )
 from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
 from chainnet.sim import SimulatorSettings
+from datagen.defaults import preset
 from datagen.generate import generate
+from datagen.presets import make_sampler
 
 
 def example() -> Scenario:
@@ -92,6 +94,20 @@ def test_region_features_say_how_full_a_shared_region_gets():
     assert flooded["device"].x[:, load].tolist() == pytest.approx([u / (1 + u)] * 2)
     plain = scenario_graph(example())
     assert plain["fragment"].x[:, share].eq(0).all() and plain["device"].x[:, load].eq(0).all()
+
+
+def test_the_contention_features_are_zero_on_dsn24_scenarios():
+    """dsn24 has no memory and no regions: these features are constant there, so a model trained
+    on it computes what it did before them (their weights multiply zeros once normalised)."""
+    sample = make_sampler(preset("dsn24"))
+    graph = graph_batch([sample(np.random.default_rng(seed)) for seed in range(50)])
+    for node, name in (("fragment", "region_share"), ("device", "memory_load")):
+        columns = FRAGMENT_STATIC if node == "fragment" else DEVICE_STATIC
+        assert graph[node].x[:, columns.index(name)].eq(0).all()
+    assert graph["device"].x[:, DEVICE_STATIC.index("region_load")].eq(0).all()
+    edge = graph_batch([make_sampler(preset("edge"))(np.random.default_rng(s)) for s in range(50)])
+    assert edge["device"].x[:, DEVICE_STATIC.index("memory_load")].gt(0).any()
+    assert edge["device"].x[:, DEVICE_STATIC.index("region_load")].gt(0).any()
 
 
 def test_resident_memory_is_the_mm1_number_within_the_limits():

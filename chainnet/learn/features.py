@@ -242,6 +242,8 @@ def resident_memory(
     with np.errstate(divide="ignore", invalid="ignore"):
         number = np.where(load >= 1.0, capacity, np.minimum(capacity, load / (1.0 - load)))
         mean_job = np.where(arrivals > 0, memory_rate / arrivals, 0.0)
+        # rates and job memories whose products overflow: no memory term, but finite features
+        mean_job = np.where(np.isfinite(mean_job), mean_job, 0.0)
         by_memory = np.where(mean_job > 0, memory / mean_job, np.nan)
     number = np.where(np.isnan(by_memory), number, np.minimum(number, by_memory))
     return number, number * mean_job

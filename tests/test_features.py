@@ -13,6 +13,7 @@ from torch_geometric.loader import DataLoader
 from chainnet.dataset.store import DatasetError
 from chainnet.learn.data import QoSDataset, split_of
 from chainnet.learn.features import (
+    DEVICE_LOAD,
     DEVICE_STATIC,
     FRAGMENT_STATIC,
     Normalizer,
@@ -54,8 +55,10 @@ def test_graph_structure_and_features():
     # only the relations the models read: no fragment-next or device-hosts edges to keep in sync
     assert sorted(g.edge_types) == [
         ("chain", "contains", "fragment"),
+        ("device", "in", "region"),
         ("fragment", "placed_on", "device"),
     ]
+    assert g["region"].num_nodes == 0 and g["device", "in", "region"].edge_index.shape == (2, 0)
     assert g["chain", "contains", "fragment"].edge_index.tolist() == [[0, 0, 1], [0, 1, 2]]
     assert g["fragment"].hop.tolist() == [0, 1, 0]
     x = dict(zip(FRAGMENT_STATIC, g["fragment"].x[1].tolist()))
@@ -108,6 +111,39 @@ def test_the_contention_features_are_zero_on_dsn24_scenarios():
     edge = graph_batch([make_sampler(preset("edge"))(np.random.default_rng(s)) for s in range(50)])
     assert edge["device"].x[:, DEVICE_STATIC.index("memory_load")].gt(0).any()
     assert edge["device"].x[:, DEVICE_STATIC.index("region_load")].gt(0).any()
+
+
+def test_region_fill_follows_the_jobs_that_reach_the_region():
+    """The load features' region fill: the memory the region's resident jobs hold (M/M/1/K
+    numbers at the current loads) over its memory; fewer jobs passing upstream hold less."""
+    sc = Scenario(
+        [Device("g", capacity=50, speed=100.0), Device("a", capacity=8), Device("b", capacity=8)],
+        [
+            ServiceChain("big", 0.5, [Stage("a", 1.0, job_memory=200.0)]),
+            ServiceChain("small", 5.0, [Stage("g", 1.0), Stage("b", 1.0, job_memory=20.0)]),
+        ],
+        regions=[Region("r", ("a", "b"), memory=300.0)],
+    )
+    g = scenario_graph(sc)
+    fill = DEVICE_LOAD.index("region_fill")
+    nominal = load_features(g)["device"][:, fill]
+    assert nominal[0] == 0 and nominal[1] == nominal[2]  # g is in no region
+    # a: rho 0.5, one job of 200 on average (M/M/1/8); b: saturated, 8 jobs of 20
+    _, number = mm1k(torch.tensor([0.5, 5.0]), torch.tensor([8.0, 8.0]))
+    u = (float(number[0]) * 200.0 + float(number[1]) * 20.0) / 300.0
+    assert nominal[1].item() == pytest.approx(u / (1 + u), rel=1e-5)
+    # 90 % of small's jobs lost at g: b at rho 0.5 holds 1 job of 20 on average
+    lossy = load_features(g, torch.tensor([1.0, 0.1, 1.0]))["device"][:, fill]
+    u = (float(number[0]) * 200.0 + float(number[0]) * 20.0) / 300.0
+    assert lossy[1].item() == pytest.approx(u / (1 + u), rel=1e-5) and lossy[1] < nominal[1]
+    memory = DEVICE_LOAD.index("memory_fill")
+    assert load_features(g)["device"][:, memory].eq(0).all()  # no device has its own memory
+    # example's b (100 of memory, jobs of 25 or none): saturated, the 6 jobs its memory allows of
+    # a mean share 0.4 x 0.25 / 0.65 (arrival-weighted): under 1, but nearly full
+    g = scenario_graph(example())
+    _, number = mm1k(torch.tensor([1.45]), torch.tensor([6.0]))
+    u = float(number[0]) * 0.4 * 0.25 / 0.65
+    assert load_features(g)["device"][:, memory].tolist() == pytest.approx([0.0, u / (1 + u)])
 
 
 def test_resident_memory_is_the_mm1_number_within_the_limits():

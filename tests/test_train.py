@@ -88,11 +88,11 @@ def test_a_chain_without_a_response_ratio_leaves_the_gradients_finite():
 def test_checkpoint_loads_alone_and_predicts_the_same(tiny, tiny_run):
     trained, out = tiny_run
     batch = next(iter(DataLoader(QoSDataset(tiny, "val"), batch_size=4)))
-    loaded = QoSModule.load_from_checkpoint(out / "checkpoints/last.ckpt", weights_only=True).eval()
+    loaded = QoSModule.load_from_checkpoint(trained.best, weights_only=True).eval()
     assert bool(loaded.net.normalizer.fitted)
-    surrogate = Surrogate.load(out / "checkpoints/last.ckpt")
+    surrogate = Surrogate.load(trained.best)
     with torch.no_grad():
-        expected = trained.module.eval()(batch)[0]  # the model as training left it
+        expected = trained.module.eval()(batch)[0]  # the model tested: the best checkpoint's
         assert torch.equal(loaded(batch)[0], expected)
         assert torch.equal(surrogate.net(batch)[0], expected)
 
@@ -100,7 +100,7 @@ def test_checkpoint_loads_alone_and_predicts_the_same(tiny, tiny_run):
 def test_a_checkpoint_of_the_old_layout_loads(tiny, tiny_run, tmp_path):
     """Checkpoints written before the package was split name chainnet.models.chainnet.ChainNet."""
     trained, out = tiny_run
-    ckpt = torch.load(out / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(trained.best, map_location="cpu", weights_only=True)  # the tested weights
     ckpt["hyper_parameters"]["net"]["_target_"] = "chainnet.models.chainnet.ChainNet"
     torch.save(ckpt, tmp_path / "old.ckpt")
     batch = next(iter(DataLoader(QoSDataset(tiny, "val"), batch_size=4)))
@@ -135,7 +135,8 @@ def test_training_resumes_from_a_checkpoint(tiny, tiny_run, tmp_path):
     )  # fmt: skip
     train(cfg)
     log = pd.read_csv(next((tmp_path / "csv").glob("version_*/metrics.csv")))
-    assert set(log["epoch"].dropna().astype(int)) == {2}  # only the epoch after the checkpoint
+    # only the epoch after the checkpoint, which is the last epoch's whether or not it was the best
+    assert set(log["epoch"].dropna().astype(int)) == {2}
 
 
 def _train_cli(tiny, tmp_path, *args):

@@ -35,7 +35,8 @@ from chainnet.learn.evaluation import report
 class Trained(NamedTuple):
     metrics: dict[str, float]  # the last logged value of every metric
     best: str | None  # the best checkpoint (by the checkpoint callback's monitor)
-    module: L.LightningModule  # the model as training left it (the weights of last.ckpt)
+    # the model as training left it (last.ckpt's weights) or, once tested, the best checkpoint's
+    module: L.LightningModule
 
 
 # What a class raises for a setting it refuses (Hydra's own: a target it cannot find).

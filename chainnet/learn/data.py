@@ -32,6 +32,7 @@ from chainnet.dataset.store import DatasetError, atomic_write_bytes, check_datas
 from chainnet.learn.features import (
     FEATURE_VERSION,
     GRAPH_VERSION,
+    NODES,
     TARGETS,
     attach_targets,
     graph_batch,
@@ -177,7 +178,7 @@ def stored_split(scenarios, sample_ids, chains, stages) -> tuple[HeteroData, dic
     g = graph_batch(scenarios)
     sample_ids = np.asarray(sample_ids, dtype=np.int64)
     ptr = {}
-    for node in ("chain", "fragment", "device"):
+    for node in NODES:
         counts = torch.bincount(g[node].batch, minlength=len(scenarios))
         ptr[node] = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
     frag_graph = g["fragment"].batch
@@ -199,15 +200,19 @@ def stored_split(scenarios, sample_ids, chains, stages) -> tuple[HeteroData, dic
         None if stages is None else _labels(stages, stage_keys, ("arrivals", "drops"), "stages"),
     )
     slices: dict = {}
-    for node in ("chain", "fragment", "device"):
-        del g[node].batch
-        slices[node] = dict.fromkeys(g[node].keys(), ptr[node])
     for edge in g.edge_types:
         src, _, dst = edge
-        index = g[edge].edge_index  # one edge per fragment, in fragment order
-        local = torch.stack([ptr[src][frag_graph], ptr[dst][frag_graph]])
+        index = g[edge].edge_index  # in graph order, as `graph_batch` adds them
+        owner = g[src].batch[index[0]]
+        local = torch.stack([ptr[src][owner], ptr[dst][owner]])
         g[edge].edge_index = index - local
-        slices[edge] = dict.fromkeys(g[edge].keys(), ptr["fragment"])
+        counts = torch.bincount(owner, minlength=len(scenarios))
+        slices[edge] = dict.fromkeys(
+            g[edge].keys(), torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        )
+    for node in NODES:
+        del g[node].batch
+        slices[node] = dict.fromkeys(g[node].keys(), ptr[node])
     g.sample = torch.tensor(sample_ids)
     slices["sample"] = torch.arange(len(sample_ids) + 1)
     return g, slices

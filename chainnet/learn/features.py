@@ -1,10 +1,11 @@
 """The one featurizer: a scenario as a heterogeneous graph (SPEC section 5), used by training,
 scoring and the optimizer alike.
 
-Node types `chain`, `fragment` (a stage: a fragment placed on a device) and `device`; edges
-chain-contains-fragment (with the hop position `hop`) and fragment-placed_on-device (the models
-derive every other relation from these two). Every feature is a ratio that does not depend on the
-time unit.
+Node types `chain`, `fragment` (a stage: a fragment placed on a device), `device` and `region` (a
+multi-device finite capacity region: its limits only); edges chain-contains-fragment (with the hop
+position `hop`), fragment-placed_on-device (the models derive every other relation from these two)
+and device-in-region (read by the load features). Every feature is a ratio that does not depend
+on the time unit.
 
 Two kinds of features:
 - static ones, fixed by the scenario (1 / capacity, the service's scv, memory shares, position...);
@@ -31,10 +32,10 @@ from torch_geometric.data import HeteroData
 from chainnet.scenario import Scenario
 
 # The features a checkpoint was trained on: a new version makes old checkpoints refuse to load.
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 # The layout of stored graphs (edge types, attributes): a new one re-processes cached datasets and
 # leaves checkpoints valid.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 
 FRAGMENT_STATIC = (
     "inv_capacity",  # 1 / capacity of the fragment's device
@@ -69,8 +70,16 @@ FRAGMENT_LOAD = (
     "reach",
     "device_blocking",  # M/M/1/K blocking probability of the fragment's device
     "log_sojourn",  # log(estimated time at this stage / its mean service time)
+    "region_fill",  # its device's
 )
-DEVICE_LOAD = ("offered_load", "blocking", "fill", "log_sojourn")  # fill: mean number / capacity
+DEVICE_LOAD = (
+    "offered_load",
+    "blocking",
+    "fill",  # mean number / capacity
+    "log_sojourn",
+    "memory_fill",  # `fullness` of the memory the mean number of jobs holds (0: no memory)
+    "region_fill",  # the same for the fullest multi-device region the device belongs to
+)
 CHAIN_LOAD = (
     "chain_load",
     "max_device_load",
@@ -79,6 +88,10 @@ CHAIN_LOAD = (
     "log_response_cap",
 )
 TARGETS = ("throughput_ratio", "response_ratio")
+# Node types of a graph; regions (multi-device finite capacity regions) have no features the
+# models read: their limits (`REGION_X`) and device-in-region edges serve the load features.
+NODES = ("chain", "fragment", "device", "region")
+REGION_X = ("memory", "inv_capacity")  # 0: no such limit; in memory units, not normalised
 # Graph tensors are float32. A scenario whose arrival rates or mean service times leave
 # [TINY, HUGE] has its rates stored in another time unit (its largest rate becomes 1; features
 # and predicted ratios do not depend on the unit), and loads, capacities and static features are
@@ -121,7 +134,12 @@ class _Rows:
     chain_x: list[tuple] = field(default_factory=list)
     dev_x: list[tuple] = field(default_factory=list)
     capacity: list[float] = field(default_factory=list)
-    sizes: list[tuple[int, int, int]] = field(default_factory=list)  # chains, fragments, devices
+    job_memory: list[float] = field(default_factory=list)
+    region_memory: list[float] = field(default_factory=list)  # 0: no memory limit
+    region_inv_capacity: list[float] = field(default_factory=list)  # 0: no capacity limit
+    member: list[tuple[int, int]] = field(default_factory=list)  # (device, region) pairs
+    # chains, fragments, devices, regions
+    sizes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     def add(self, scenario: Scenario) -> None:
         devs = scenario.devices
@@ -163,6 +181,7 @@ class _Rows:
                 self.rate.append(ch.arrival_rate)
                 self.exit_prob.append(st.exit_prob)
                 self.accuracy.append(np.nan if st.exit_accuracy is None else st.exit_accuracy)
+                self.job_memory.append(min(st.job_memory, HUGE))
                 self.hop.append(k)
                 self.frag_dev.append(n_dev + d)
                 self.frag_chain.append(n_chain + c)
@@ -187,7 +206,13 @@ class _Rows:
                 )
             )
             self.capacity.append(min(float(d.capacity), HUGE))
-        self.sizes.append((len(scenario.chains), len(self.hop) - n_frag, len(devs)))
+        n_region = len(self.region_memory)
+        for r, reg in enumerate(scenario.regions):
+            self.region_memory.append(min(reg.memory or 0.0, HUGE))
+            self.region_inv_capacity.append(1.0 / reg.capacity if reg.capacity else 0.0)
+            self.member += [(n_dev + scenario.device_id(d), n_region + r) for d in reg.devices]
+        counts = (len(scenario.chains), len(self.hop) - n_frag, len(devs), len(scenario.regions))
+        self.sizes.append(counts)
 
     def graph(self, with_batch: bool) -> HeteroData:
         def table(rows: list[tuple], columns: tuple[str, ...]) -> torch.Tensor:
@@ -206,6 +231,7 @@ class _Rows:
         frag.base_load, frag.rate = floats(self.base_load), floats(self.rate)
         frag.exit_prob, frag.accuracy = floats(self.exit_prob), floats(self.accuracy)
         frag.hop = hop
+        frag.job_memory = floats(self.job_memory)
         data["device"].x = table(self.dev_x, DEVICE_STATIC)
         data["device"].capacity = floats(self.capacity)
         chain = torch.tensor(self.frag_chain, dtype=torch.long)
@@ -213,10 +239,14 @@ class _Rows:
         data["chain", "contains", "fragment"].edge_index = torch.stack([chain, frag_ids])
         data["chain", "contains", "fragment"].hop = hop
         data["fragment", "placed_on", "device"].edge_index = torch.stack([frag_ids, dev])
+        limits = np.array([self.region_memory, self.region_inv_capacity], dtype=np.float64).T
+        data["region"].x = torch.from_numpy(limits.astype(np.float32).reshape(-1, len(REGION_X)))
+        member = torch.tensor(self.member, dtype=torch.long).reshape(-1, 2)
+        data["device", "in", "region"].edge_index = member.t().contiguous()
         if with_batch:
-            sizes = torch.tensor(self.sizes, dtype=torch.long).reshape(-1, 3)
+            sizes = torch.tensor(self.sizes, dtype=torch.long).reshape(-1, len(NODES))
             owner = torch.arange(len(sizes))
-            for col, node in enumerate(("chain", "fragment", "device")):
+            for col, node in enumerate(NODES):
                 data[node].batch = owner.repeat_interleave(sizes[:, col])
         return data
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch_geometric.utils import scatter
 
-from chainnet.learn.features import DEVICE_STATIC, FRAGMENT_STATIC
+from chainnet.learn.features import DEVICE_STATIC, FRAGMENT_STATIC, HUGE, REGION_X, fullness
 
 
 def chain_of_fragments(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,6 +139,7 @@ def load_features(
     blocking, number, capacity, sojourn, mean_service = _device_queues(
         data, reach, device_load, dev_of
     )
+    memory_fill, region_fill = _memory_fill(data, reach, number, dev_of)
     passes, at_stage, service, prior_tput, prior_resp, cap = _chain_prior(
         data, (chain, hop, idx), dev_of, blocking, sojourn, mean_service
     )
@@ -152,6 +153,7 @@ def load_features(
                 torch.log1p(torch.stack([stage_load, device_load[dev_of], share, reach], dim=1)),
                 blocking[dev_of].unsqueeze(1).to(f32),
                 torch.log(stay).clamp(max=30).unsqueeze(1).to(f32),
+                region_fill[dev_of].unsqueeze(1).to(f32),
             ],
             dim=1,
         ),
@@ -163,6 +165,8 @@ def load_features(
                         blocking,
                         number / capacity,
                         torch.log(sojourn / mean_service.clamp(min=1e-300)).clamp(0.0, 30.0),
+                        memory_fill,
+                        region_fill,
                     ],
                     dim=1,
                 ).to(f32),
@@ -203,6 +207,30 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
     sojourn = torch.where(arrivals > 0, number / served, mean_service)  # Little's law
     sojourn = torch.maximum(sojourn, mean_service)
     return blocking, number, capacity, sojourn, mean_service
+
+
+def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per device, in float64: the `fullness` (u / (1 + u)) of the memory its mean number of
+    resident jobs holds (the arrival-weighted job memory share times the M/M/1/K number; 0 without
+    a memory), and of the fullest multi-device region it belongs to (its devices' resident jobs'
+    memory over the region's, or those jobs over its capacity, whichever is larger; 0 outside
+    regions). At the loads of the current pass probabilities: jobs lost upstream hold nothing."""
+    frag, n_dev = data["fragment"], data["device"].num_nodes
+    arrivals = (frag.rate * reach).double()
+    weight = arrivals / _segment_sum(arrivals, dev_of, n_dev)[dev_of].clamp(min=1e-300)
+    share = frag.x[:, FRAGMENT_STATIC.index("memory_share")].double()
+    device_fill = number * _segment_sum(weight * share, dev_of, n_dev)
+    held = number * _segment_sum(weight * frag.job_memory.double(), dev_of, n_dev)  # memory units
+    dev, reg = data["device", "in", "region"].edge_index
+    limits = data["region"].x.double()
+    memory, per_job = limits[:, REGION_X.index("memory")], limits[:, REGION_X.index("inv_capacity")]
+    n_reg = len(limits)
+    by_memory = _segment_sum(held[dev], reg, n_reg) / memory.clamp(min=1e-300)
+    by_jobs = _segment_sum(number[dev], reg, n_reg) * per_job
+    fill = torch.maximum(torch.where(memory > 0, by_memory, 0.0), by_jobs)
+    region_fill = scatter(fill[reg], dev, 0, dim_size=n_dev, reduce="max")
+    # clamped: finite whatever overflowed upstream
+    return fullness(device_fill.clamp(0.0, HUGE)), fullness(region_fill.clamp(0.0, HUGE))
 
 
 def _chain_prior(data, layout, dev_of, blocking, sojourn, mean_service) -> tuple[torch.Tensor, ...]:

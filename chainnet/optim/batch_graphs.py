@@ -33,6 +33,8 @@ from chainnet.learn.features import (
     DEVICE_STATIC,
     FRAGMENT_STATIC,
     HUGE,
+    NODES,
+    REGION_X,
     STATIC_LIMIT,
     TINY,
     fullness,
@@ -216,6 +218,9 @@ class CandidateGraphs:
             _floats(exit_prob[active]),
             _floats(accuracy[active]),
         )
+        frag.job_memory = _floats(
+            np.broadcast_to(np.minimum(self.job, HUGE), (n, self.n_frag))[active]
+        )
         fill = self.memory_load(dev, active, frag_rate, service, exit_prob, memory)
         self.skeleton(data, dev, hosted, limited, fill, deployed, active)
         room = np.where(limited, memory * (1 + MEMORY_SLACK), np.inf)
@@ -328,8 +333,11 @@ class CandidateGraphs:
         data["chain", "contains", "fragment"].edge_index = torch.stack([chain, frag_ids])
         data["chain", "contains", "fragment"].hop = hop
         data["fragment", "placed_on", "device"].edge_index = torch.stack([frag_ids, device])
-        counts = (deployed.sum(1), active.sum(1), np.full(n, self.n_dev))
-        for node, k in zip(("chain", "fragment", "device"), counts):
+        # a search space's scenarios have no multi-device regions
+        data["region"].x = torch.zeros((0, len(REGION_X)))
+        data["device", "in", "region"].edge_index = torch.zeros((2, 0), dtype=torch.long)
+        counts = (deployed.sum(1), active.sum(1), np.full(n, self.n_dev), np.zeros(n, int))
+        for node, k in zip(NODES, counts):
             data[node].batch = _longs(np.repeat(np.arange(n), k))
 
     def limits(

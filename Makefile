@@ -27,7 +27,7 @@ demo: $(STAMP)
 		simulator.precision=0.05 simulator.max_arrivals=50000
 	$(BIN)/python train.py data.root=data/demo_edge_n300 trainer.max_epochs=10 model.net.hidden=32 \
 		data.batch_size=16 trainer.enable_progress_bar=false
-	ckpt=$$(ls -t logs/train/runs/*/checkpoints/last.ckpt | head -1) && \
+	ckpt=$$(ls -t logs/train/runs/*/checkpoints/epoch_*.ckpt | head -1) && \
 	$(BIN)/python eval.py ckpt_path=$$ckpt data.root=data/demo_edge_n300 && \
 	$(BIN)/python -m chainnet.score ckpt_path=$$ckpt scenarios=examples/edge_small.yaml \
 		out=logs/demo_predictions.csv && \

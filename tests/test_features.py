@@ -15,6 +15,7 @@ from chainnet.learn.data import QoSDataset, split_of
 from chainnet.learn.features import (
     DEVICE_LOAD,
     DEVICE_STATIC,
+    FRAGMENT_LOAD,
     FRAGMENT_STATIC,
     Normalizer,
     attach_targets,
@@ -138,12 +139,26 @@ def test_region_fill_follows_the_jobs_that_reach_the_region():
     assert lossy[1].item() == pytest.approx(u / (1 + u), rel=1e-5) and lossy[1] < nominal[1]
     memory = DEVICE_LOAD.index("memory_fill")
     assert load_features(g)["device"][:, memory].eq(0).all()  # no device has its own memory
+    # squeeze: a 200 job against the memory left free (300 - held), per fragment
+    squeeze = load_features(g)["fragment"][:, FRAGMENT_LOAD.index("squeeze")]
+    held = float(number[0]) * 200.0 + float(number[1]) * 20.0  # nominal: b saturated
+    free = max(300.0 - held, 0.0)
+    assert squeeze.tolist() == pytest.approx([200 / (200 + free), 0.0, 20 / (20 + free)], rel=1e-5)
+    assert free == 0.0 and squeeze[0] == squeeze[2] == 1.0  # no room left for anyone
+    # 90 % of small's jobs lost upstream: 1 job of each held, 80 free; the large job fits worse
+    lossy = load_features(g, torch.tensor([1.0, 0.1, 1.0]))["fragment"]
+    free = 300.0 - float(number[0]) * 220.0
+    expected = [200 / (200 + free), 0.0, 20 / (20 + free)]
+    assert lossy[:, FRAGMENT_LOAD.index("squeeze")].tolist() == pytest.approx(expected, rel=1e-5)
     # example's b (100 of memory, jobs of 25 or none): saturated, the 6 jobs its memory allows of
     # a mean share 0.4 x 0.25 / 0.65 (arrival-weighted): under 1, but nearly full
     g = scenario_graph(example())
     _, number = mm1k(torch.tensor([1.45]), torch.tensor([6.0]))
     u = float(number[0]) * 0.4 * 0.25 / 0.65
     assert load_features(g)["device"][:, memory].tolist() == pytest.approx([0.0, u / (1 + u)])
+    # x's 25 at b against the 1 - u share left free; y's jobs hold no memory
+    squeeze = load_features(g)["fragment"][:, FRAGMENT_LOAD.index("squeeze")]
+    assert squeeze.tolist() == pytest.approx([0.0, 0.25 / (0.25 + 1 - u), 0.0], rel=1e-5)
 
 
 def test_resident_memory_is_the_mm1_number_within_the_limits():

@@ -139,7 +139,7 @@ def load_features(
     blocking, number, capacity, sojourn, mean_service = _device_queues(
         data, reach, device_load, dev_of
     )
-    memory_fill, region_fill = _memory_fill(data, reach, number, dev_of)
+    memory_fill, region_fill, squeeze = _memory_fill(data, reach, number, dev_of)
     passes, at_stage, service, prior_tput, prior_resp, cap = _chain_prior(
         data, (chain, hop, idx), dev_of, blocking, sojourn, mean_service
     )
@@ -154,6 +154,7 @@ def load_features(
                 blocking[dev_of].unsqueeze(1).to(f32),
                 torch.log(stay).clamp(max=30).unsqueeze(1).to(f32),
                 region_fill[dev_of].unsqueeze(1).to(f32),
+                squeeze.unsqueeze(1).to(f32),
             ],
             dim=1,
         ),
@@ -209,12 +210,15 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
     return blocking, number, capacity, sojourn, mean_service
 
 
-def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per device, in float64: the `fullness` (u / (1 + u)) of the memory its mean number of
-    resident jobs holds (the arrival-weighted job memory share times the M/M/1/K number; 0 without
-    a memory), and of the fullest multi-device region it belongs to (its devices' resident jobs'
+def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, ...]:
+    """In float64, at the loads of the current pass probabilities (jobs lost upstream hold
+    nothing), per device: the `fullness` (u / (1 + u)) of the memory its mean number of resident
+    jobs holds (the arrival-weighted job memory share times the M/M/1/K number; 0 without a
+    memory), and of the fullest multi-device region it belongs to (its devices' resident jobs'
     memory over the region's, or those jobs over its capacity, whichever is larger; 0 outside
-    regions). At the loads of the current pass probabilities: jobs lost upstream hold nothing."""
+    regions); per fragment, its `squeeze`: job / (job + the memory left free), over its device's
+    memory and its regions', the largest (1: no room left; near 0: room for many; 0: no limit).
+    A large job beside small ones that fill a region is squeezed out first."""
     frag, n_dev = data["fragment"], data["device"].num_nodes
     arrivals = (frag.rate * reach).double()
     weight = arrivals / _segment_sum(arrivals, dev_of, n_dev)[dev_of].clamp(min=1e-300)
@@ -229,8 +233,24 @@ def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, torch.Tenso
     by_jobs = _segment_sum(number[dev], reg, n_reg) * per_job
     fill = torch.maximum(torch.where(memory > 0, by_memory, 0.0), by_jobs)
     region_fill = scatter(fill[reg], dev, 0, dim_size=n_dev, reduce="max")
+    # squeeze: in shares of the device's memory, and in memory units against each region's
+    job = frag.job_memory.double()
+    free_share = (1.0 - device_fill[dev_of]).clamp(min=0.0)
+    own = torch.where(share > 0, share / (share + free_share).clamp(min=1e-300), 0.0)
+    free = torch.where(
+        memory > 0, (memory - _segment_sum(held[dev], reg, n_reg)).clamp(min=0.0), HUGE
+    )
+    least = scatter(free[reg], dev, 0, dim_size=n_dev, reduce="min")  # 0 for no region: masked
+    in_region = _segment_sum(torch.ones_like(dev, dtype=torch.float64), dev, n_dev) > 0
+    in_region = in_region[dev_of] & (job > 0)
+    regional = torch.where(in_region, job / (job + least[dev_of]).clamp(min=1e-300), 0.0)
+    squeeze = torch.maximum(own, regional).clamp(0.0, 1.0)
     # clamped: finite whatever overflowed upstream
-    return fullness(device_fill.clamp(0.0, HUGE)), fullness(region_fill.clamp(0.0, HUGE))
+    return (
+        fullness(device_fill.clamp(0.0, HUGE)),
+        fullness(region_fill.clamp(0.0, HUGE)),
+        squeeze,
+    )
 
 
 def _chain_prior(data, layout, dev_of, blocking, sojourn, mean_service) -> tuple[torch.Tensor, ...]:

@@ -103,6 +103,10 @@ class LoadMeter:
         self.t, self.busy, self.own = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
 
     def others(self) -> float:
+        """Others' CPUs busy since `start`, over at least `probe_s` (it waits out the rest): the
+        kernel counts CPU time in ticks of 10 ms, so one tick over a run of microseconds would
+        read as hundreds of CPUs."""
+        time.sleep(max(0.0, self.probe_s - (time.perf_counter() - self.t)))
         wall = max(time.perf_counter() - self.t, 1e-9)
         others = (busy_cpu_seconds() - self.busy) - (own_cpu_seconds() - self.own)
         return max(0.0, others / wall)

@@ -83,6 +83,18 @@ def test_timed_waits_for_a_quiet_machine_and_flags_contended_runs(capsys):
     assert meter.probes == 0 and math.isnan(record["load_before"]) and not record["contended"]
 
 
+def test_a_run_shorter_than_a_tick_is_measured_over_the_probe_time(monkeypatch):
+    """/proc/stat counts in ticks of 10 ms: one tick landing in a run of microseconds is not
+    hundreds of CPUs busy (it made a test's instant fake rows read as contended)."""
+    ticks = iter([100.0, 100.01])  # one tick of others' time between start and others()
+    monkeypatch.setattr(study, "busy_cpu_seconds", lambda: next(ticks))
+    monkeypatch.setattr(study, "own_cpu_seconds", lambda: 1.0)
+    meter = study.LoadMeter(probe_s=0.05)
+    meter.start()
+    load = meter.others()
+    assert 0.0 < load <= 0.01 / 0.05 + 1e-9  # 0.2 CPUs at most, not 0.01 / a few microseconds
+
+
 def test_the_real_meter_counts_others_not_this_process():
     meter = study.LoadMeter()
     meter.start()

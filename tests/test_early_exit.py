@@ -193,7 +193,7 @@ def test_targets_met_and_missed_on_a_hand_made_table():
 def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, capsys):
     argv = ["--loads", "1.0", "--random", "1", "--budget", "0", "--budget-evals", "3",
             "--max-arrivals", "20000", "--judge-arrivals", "20000", "--max-load", "100",
-            "--out", str(tmp_path)]  # fmt: skip
+            "--probe-s", "0.01", "--out", str(tmp_path)]  # fmt: skip
     ee.main(argv)
     df = pd.read_csv(tmp_path / "early_exit.csv")
     assert len(df) == 2 * len(ee.POLICIES) and (df["status"] == "ok").all()

@@ -96,7 +96,7 @@ def test_a_run_shorter_than_a_tick_is_measured_over_the_probe_time(monkeypatch):
 
 
 def test_the_real_meter_counts_others_not_this_process():
-    meter = study.LoadMeter()
+    meter = study.LoadMeter(probe_s=0.1)
     meter.start()
     sum(i * i for i in range(2_000_000))  # this process busy: not others' load
     assert 0.0 <= meter.others() < 50.0

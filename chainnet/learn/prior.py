@@ -223,23 +223,22 @@ def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, ...]:
     arrivals = (frag.rate * reach).double()
     weight = arrivals / _segment_sum(arrivals, dev_of, n_dev)[dev_of].clamp(min=1e-300)
     share = frag.x[:, FRAGMENT_STATIC.index("memory_share")].double()
+    job = frag.job_memory.double()
     device_fill = number * _segment_sum(weight * share, dev_of, n_dev)
-    held = number * _segment_sum(weight * frag.job_memory.double(), dev_of, n_dev)  # memory units
+    held = number * _segment_sum(weight * job, dev_of, n_dev)  # in memory units
     dev, reg = data["device", "in", "region"].edge_index
     limits = data["region"].x.double()
     memory, per_job = limits[:, REGION_X.index("memory")], limits[:, REGION_X.index("inv_capacity")]
     n_reg = len(limits)
-    by_memory = _segment_sum(held[dev], reg, n_reg) / memory.clamp(min=1e-300)
+    region_held = _segment_sum(held[dev], reg, n_reg)
+    by_memory = region_held / memory.clamp(min=1e-300)
     by_jobs = _segment_sum(number[dev], reg, n_reg) * per_job
     fill = torch.maximum(torch.where(memory > 0, by_memory, 0.0), by_jobs)
     region_fill = scatter(fill[reg], dev, 0, dim_size=n_dev, reduce="max")
     # squeeze: in shares of the device's memory, and in memory units against each region's
-    job = frag.job_memory.double()
     free_share = (1.0 - device_fill[dev_of]).clamp(min=0.0)
     own = torch.where(share > 0, share / (share + free_share).clamp(min=1e-300), 0.0)
-    free = torch.where(
-        memory > 0, (memory - _segment_sum(held[dev], reg, n_reg)).clamp(min=0.0), HUGE
-    )
+    free = torch.where(memory > 0, (memory - region_held).clamp(min=0.0), HUGE)
     least = scatter(free[reg], dev, 0, dim_size=n_dev, reduce="min")  # 0 for no region: masked
     in_region = _segment_sum(torch.ones_like(dev, dtype=torch.float64), dev, n_dev) > 0
     in_region = in_region[dev_of] & (job > 0)

@@ -146,12 +146,9 @@ class _Rows:
         devs = scenario.devices
         n_chain, n_frag, n_dev = len(self.chain_x), len(self.hop), len(self.dev_x)
         hosted = [0] * len(devs)
-        in_region = [0.0] * len(devs)
-        for reg in scenario.regions:
-            for name in reg.devices:
-                in_region[scenario.device_id(name)] = 1.0
         demand, jobs = _nominal_demand(scenario)
         region_limits, region_load = _region_terms(scenario, demand, jobs)
+        in_region = [float(bool(limits)) for limits in region_limits]
         inv_cap = [1.0 / d.capacity for d in devs]
         ps = [float(d.discipline == "ps") for d in devs]
         extreme = False  # a rate or a service time outside [TINY, HUGE]

@@ -13,7 +13,7 @@ from tests_helpers import ROOT, run_command
 import chainnet.optim.strategies as strategies
 from chainnet.cli.optimize import main as optimize_main
 from chainnet.optim.generators import random_problem
-from chainnet.optim.objective import objective_value
+from chainnet.optim.objective import objective_value, objective_values
 from chainnet.optim.problem import Problem
 from chainnet.optim.report import json_safe
 from chainnet.optim.scorers import Score, SimulatorScorer
@@ -127,6 +127,34 @@ def test_objectives():
     q = Problem.from_dict(d)
     value = objective_value(q, np.array([0.3, 0.0]), np.array([np.nan] * 2))[0]
     assert value == pytest.approx(0.2)
+
+
+def test_objectives_of_a_batch():
+    """The scorer's batched objective, row by row against the definition, over rows where nothing
+    is served (no accuracy), where one service has no accuracy, and the loss over target."""
+    p = example().problem  # max_accuracy, loss under 0.05, penalty 10; rates 1.2 and 0.6
+    rates = np.array([1.2, 0.6])
+    rng = np.random.default_rng(0)
+    loss = rng.uniform(0, 0.3, (50, 2))
+    acc = rng.uniform(0.5, 1.0, (50, 2))
+    loss[0] = 1.0  # nothing served
+    acc[1, 0] = np.nan  # one service without an accuracy
+    loss[2], acc[2] = 0.0, np.nan  # served, but no accuracy known
+    obj, overall, accuracy = objective_values(p, loss, acc)
+    for i in range(len(loss)):
+        want_loss = float(rates @ loss[i]) / 1.8
+        served = [(r * (1 - lo), a) for r, lo, a in zip(rates, loss[i], acc[i]) if a == a]
+        served = [(w, a) for w, a in served if w > 0]
+        want_acc = sum(w * a for w, a in served) / sum(w for w, _ in served) if served else np.nan
+        over = 10 * max(0.0, want_loss - 0.05)
+        assert overall[i] == pytest.approx(want_loss)
+        assert accuracy[i] == pytest.approx(want_acc, nan_ok=True)
+        assert obj[i] == pytest.approx((0.0 if served == [] else -want_acc) + over)
+        assert objective_value(p, loss[i], acc[i]) == pytest.approx(
+            (obj[i], overall[i], accuracy[i]), nan_ok=True
+        )
+    assert obj[0] == pytest.approx(9.5) and np.isnan(accuracy[0])  # only the penalty
+    assert obj[2] == 0.0 and np.isnan(accuracy[2])
 
 
 class FakeScorer:

@@ -7,11 +7,34 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from chainnet.optim.problem import Problem
+
+
+def objective_values(
+    problem: Problem, loss_ratio: np.ndarray, accuracy: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(objectives, overall loss ratios, accuracies of served jobs) of many deployments at once:
+    `loss_ratio` and `accuracy` are [deployments, services], a column per service of `problem`
+    in order. Accuracy is NaN where no service served a job."""
+    loss_ratio = np.asarray(loss_ratio, dtype=np.float64)
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    rates = np.array([sv.arrival_rate for sv in problem.services])
+    loss = loss_ratio @ rates / rates.sum()
+    served = rates * (1.0 - loss_ratio)
+    # Over the services that served jobs (one that completed nothing has no accuracy).
+    counted = (served > 0) & np.isfinite(accuracy)
+    weight = np.where(counted, served, 0.0)
+    total = weight.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = (weight * np.where(counted, accuracy, 0.0)).sum(axis=1) / total
+    acc = np.where(counted.any(axis=1), acc, np.nan)
+    objective = problem.objective
+    if objective.kind == "min_loss":
+        return loss, loss, acc
+    over = np.maximum(0.0, loss - float(objective.max_loss))
+    return np.where(np.isfinite(acc), -acc, 0.0) + objective.penalty * over, loss, acc
 
 
 def objective_value(
@@ -19,18 +42,7 @@ def objective_value(
 ) -> tuple[float, float, float]:
     """(objective, overall loss ratio, accuracy of served jobs) from per-service QoS, one entry
     per service of `problem` in order."""
-    rates = np.array([sv.arrival_rate for sv in problem.services])
-    loss = float(np.sum(rates * loss_ratio) / rates.sum())
-    served = rates * (1.0 - loss_ratio)
-    # Over the services that served jobs (one that completed nothing has no accuracy).
-    counted = (served > 0) & np.isfinite(accuracy)
-    acc = (
-        float(np.sum(served[counted] * accuracy[counted]) / served[counted].sum())
-        if counted.any()
-        else math.nan
+    values = objective_values(
+        problem, np.reshape(loss_ratio, (1, -1)), np.reshape(accuracy, (1, -1))
     )
-    objective = problem.objective
-    if objective.kind == "min_loss":
-        return loss, loss, acc
-    over = max(0.0, loss - float(objective.max_loss))
-    return (-acc if np.isfinite(acc) else 0.0) + objective.penalty * over, loss, acc
+    return tuple(float(v[0]) for v in values)

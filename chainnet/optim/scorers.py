@@ -26,7 +26,7 @@ import pandas as pd
 import chainnet
 from chainnet.learn.tally import RangeTally
 from chainnet.optim.mix import service_frame
-from chainnet.optim.objective import objective_value
+from chainnet.optim.objective import objective_value, objective_values
 from chainnet.optim.space import SearchSpace
 from chainnet.sim import SimulatorSettings, make_engine
 
@@ -80,23 +80,23 @@ class SurrogateScorer:
         loss = arrays["loss_ratio"].reshape(len(candidates), n)
         acc = arrays["accuracy"].reshape(len(candidates), n)
         qos = {k: arrays[k].reshape(len(candidates), n) for k in QOS} if keep else {}
+        obj, lo, ac = objective_values(problem, loss, acc)
         bounds = self.level is not None
-        if bounds:
-            loss_lo = arrays["loss_ratio_lower"].reshape(len(candidates), n)
-            loss_hi = arrays["loss_ratio_upper"].reshape(len(candidates), n)
+        if bounds:  # accuracy has no interval: the loss ratios' bounds, the same accuracy
+            at_lo = objective_values(problem, arrays["loss_ratio_lower"].reshape(loss.shape), acc)
+            at_hi = objective_values(problem, arrays["loss_ratio_upper"].reshape(loss.shape), acc)
+            lower, upper = np.minimum(obj, at_lo[0]), np.maximum(obj, at_hi[0])
         names = [s.name for s in problem.services]
         out = []
         for i in range(len(candidates)):
-            obj, lo, ac = objective_value(problem, loss[i], acc[i])
             services = (
                 pd.DataFrame({"service": names, **{k: v[i] for k, v in qos.items()}})
                 if keep
                 else None
             )
-            score = Score(obj, lo, ac, services)
-            if bounds:  # accuracy has no interval: the loss ratios' bounds, the same accuracy
-                score.lower = min(obj, objective_value(problem, loss_lo[i], acc[i])[0])
-                score.upper = max(obj, objective_value(problem, loss_hi[i], acc[i])[0])
+            score = Score(float(obj[i]), float(lo[i]), float(ac[i]), services)
+            if bounds:
+                score.lower, score.upper = float(lower[i]), float(upper[i])
             out.append(score)
         return out
 

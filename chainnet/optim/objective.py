@@ -17,7 +17,7 @@ def objective_values(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(objectives, overall loss ratios, accuracies of served jobs) of many deployments at once:
     `loss_ratio` and `accuracy` are [deployments, services], a column per service of `problem`
-    in order. Accuracy is NaN where no service served a job."""
+    in order. Accuracy is NaN where no service with a known accuracy served a job."""
     loss_ratio = np.asarray(loss_ratio, dtype=np.float64)
     accuracy = np.asarray(accuracy, dtype=np.float64)
     rates = np.array([sv.arrival_rate for sv in problem.services])

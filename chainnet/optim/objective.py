@@ -21,7 +21,8 @@ def objective_values(
     loss_ratio = np.asarray(loss_ratio, dtype=np.float64)
     accuracy = np.asarray(accuracy, dtype=np.float64)
     rates = np.array([sv.arrival_rate for sv in problem.services])
-    loss = loss_ratio @ rates / rates.sum()
+    # a row's sum, not a matrix product: a deployment's value does not depend on its batch-mates
+    loss = (loss_ratio * rates).sum(axis=1) / rates.sum()
     served = rates * (1.0 - loss_ratio)
     # Over the services that served jobs (one that completed nothing has no accuracy).
     counted = (served > 0) & np.isfinite(accuracy)

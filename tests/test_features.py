@@ -1,6 +1,7 @@
 """The featurizer and the PyG dataset: graphs that say what the scenario says, batched correctly."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -27,14 +28,38 @@ from chainnet.learn.prior import (
     chain_of_fragments,
     chain_outputs,
     load_features,
-    mm1k,
     reach_probabilities,
 )
+from chainnet.learn.stations import memory_admission, mm1k
 from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
 from chainnet.sim import SimulatorSettings
 from datagen.defaults import preset
 from datagen.generate import generate
 from datagen.presets import make_sampler
+
+
+def birth_death(rho, rates, shares, capacity, mean=0.0, variance=0.0):
+    """One device's resident jobs, state by state, as `memory_admission` defines them: in state n
+    a job of share s is admitted with probability P(normal(n x mean, n x variance) <= 1 - s)
+    (a job of share 0: always) while n < capacity; jobs leave at sum(rates) / rho. (Each class's
+    probability of being refused; the mean number.)"""
+
+    def fits(n, s):
+        if s == 0:
+            return 1.0
+        room = 1.0 - s - n * mean
+        width = math.sqrt(n * variance)
+        return float(room >= 0) if width == 0 else 0.5 * math.erfc(-room / (width * math.sqrt(2)))
+
+    admitted = [[fits(n, s) if n < capacity else 0.0 for s in shares] for n in range(capacity + 1)]
+    p = [1.0]
+    for n in range(capacity):
+        p.append(p[-1] * rho * sum(r * a for r, a in zip(rates, admitted[n])) / sum(rates))
+    p = [x / sum(p) for x in p]
+    refused = [
+        sum(p[n] * (1 - admitted[n][c]) for n in range(capacity + 1)) for c in range(len(rates))
+    ]
+    return refused, sum(n * x for n, x in enumerate(p))
 
 
 def example() -> Scenario:
@@ -112,6 +137,13 @@ def test_the_contention_features_are_zero_on_dsn24_scenarios():
     edge = graph_batch([make_sampler(preset("edge"))(np.random.default_rng(s)) for s in range(50)])
     assert edge["device"].x[:, DEVICE_STATIC.index("memory_load")].gt(0).any()
     assert edge["device"].x[:, DEVICE_STATIC.index("region_load")].gt(0).any()
+    # and the prior is M/M/1/K at every device (no memory admission), as before it
+    loads = load_features(graph)
+    device_load = torch.expm1(loads["device"][:, DEVICE_LOAD.index("offered_load")].double())
+    blocking, _ = mm1k(device_load, graph["device"].capacity.double())
+    dev_of = graph["fragment", "placed_on", "device"].edge_index[1]
+    stage = loads["fragment"][:, FRAGMENT_LOAD.index("blocking")].double()
+    assert stage.tolist() == pytest.approx(blocking[dev_of].tolist(), rel=1e-5, abs=1e-7)
 
 
 def test_region_fill_follows_the_jobs_that_reach_the_region():
@@ -129,32 +161,42 @@ def test_region_fill_follows_the_jobs_that_reach_the_region():
     fill = DEVICE_LOAD.index("region_fill")
     nominal = load_features(g)["device"][:, fill]
     assert nominal[0] == 0 and nominal[1] == nominal[2]  # g is in no region
-    # a: rho 0.5, one job of 200 on average (M/M/1/8); b: saturated, 8 jobs of 20
-    _, number = mm1k(torch.tensor([0.5, 5.0]), torch.tensor([8.0, 8.0]))
-    u = (float(number[0]) * 200.0 + float(number[1]) * 20.0) / 300.0
+    # a: rho 0.5, its jobs of 200 fit one at a time in the region's 300 (M/M/1/1); b: saturated,
+    # 8 jobs of 20 (M/M/1/8); with 90 % of small's jobs lost at g, b at rho 0.5 (M/M/1/8)
+    _, number = mm1k(torch.tensor([0.5, 5.0, 0.5]), torch.tensor([1.0, 8.0, 8.0]))
+    at_a, at_b, at_b_lossy = number.tolist()
+    u = (at_a * 200.0 + at_b * 20.0) / 300.0
     assert nominal[1].item() == pytest.approx(u / (1 + u), rel=1e-5)
-    # 90 % of small's jobs lost at g: b at rho 0.5 holds 1 job of 20 on average
     lossy = load_features(g, torch.tensor([1.0, 0.1, 1.0]))["device"][:, fill]
-    u = (float(number[0]) * 200.0 + float(number[0]) * 20.0) / 300.0
+    u = (at_a * 200.0 + at_b_lossy * 20.0) / 300.0
     assert lossy[1].item() == pytest.approx(u / (1 + u), rel=1e-5) and lossy[1] < nominal[1]
     memory = DEVICE_LOAD.index("memory_fill")
     assert load_features(g)["device"][:, memory].eq(0).all()  # no device has its own memory
-    # squeeze: a 200 job against the memory left free (300 - held), per fragment
+    # squeeze: a job against the memory left free (300 - held), per fragment; the large job fits
+    # worse
     squeeze = load_features(g)["fragment"][:, FRAGMENT_LOAD.index("squeeze")]
-    held = float(number[0]) * 200.0 + float(number[1]) * 20.0  # nominal: b saturated
-    free = max(300.0 - held, 0.0)
+    free = 300.0 - (at_a * 200.0 + at_b * 20.0)
     assert squeeze.tolist() == pytest.approx([200 / (200 + free), 0.0, 20 / (20 + free)], rel=1e-5)
-    assert free == 0.0 and squeeze[0] == squeeze[2] == 1.0  # no room left for anyone
-    # 90 % of small's jobs lost upstream: 1 job of each held, 80 free; the large job fits worse
+    assert squeeze[0] > 2 * squeeze[2]
+    # 90 % of small's jobs lost upstream: more memory free, every job squeezed less
     lossy = load_features(g, torch.tensor([1.0, 0.1, 1.0]))["fragment"]
-    free = 300.0 - float(number[0]) * 220.0
+    free = 300.0 - (at_a * 200.0 + at_b_lossy * 20.0)
     expected = [200 / (200 + free), 0.0, 20 / (20 + free)]
     assert lossy[:, FRAGMENT_LOAD.index("squeeze")].tolist() == pytest.approx(expected, rel=1e-5)
-    # example's b (100 of memory, jobs of 25 or none): saturated, the 6 jobs its memory allows of
-    # a mean share 0.4 x 0.25 / 0.65 (arrival-weighted): under 1, but nearly full
+    # example's b (100 of memory, jobs of 25 or none): saturated; x's jobs are refused when the
+    # residents (1.2 of its load 1.45 x's) leave less than 25 free, y's at its capacity 10
+    # (`memory_admission`); the mean number holds a mean share 0.4 x 0.25 / 0.65
+    # (arrival-weighted): under 1, but nearly full
     g = scenario_graph(example())
-    _, number = mm1k(torch.tensor([1.45]), torch.tensor([6.0]))
-    u = float(number[0]) * 0.4 * 0.25 / 0.65
+    _, number = birth_death(
+        1.45,
+        [0.4, 0.25],
+        [0.25, 0.0],
+        10,
+        mean=0.25 * 1.2 / 1.45,
+        variance=0.25**2 * 1.2 / 1.45 - (0.25 * 1.2 / 1.45) ** 2,
+    )
+    u = number * 0.4 * 0.25 / 0.65
     assert load_features(g)["device"][:, memory].tolist() == pytest.approx([0.0, u / (1 + u)])
     # x's 25 at b against the 1 - u share left free; y's jobs hold no memory
     squeeze = load_features(g)["fragment"][:, FRAGMENT_LOAD.index("squeeze")]
@@ -320,6 +362,66 @@ def test_queueing_prior_holds_as_many_jobs_as_memory_allows():
     sc = Scenario(
         [Device("a", capacity=10, speed=1.0, memory=100.0)],
         [ServiceChain("x", 0.9, [Stage("a", 1.0, distribution="exp", job_memory=25.0)])],
+    )
+    loads = load_features(scenario_graph(sc))
+    assert float(loads["prior"][0, 0]) == pytest.approx(1 - exact(0.9, 1.0, 4).loss_ratio, rel=1e-5)
+
+
+@pytest.mark.parametrize("rho", [0.3, 1.0, 1.7, 40.0])
+@pytest.mark.parametrize(("share", "capacity", "k"), [(0.0, 4, 4), (0.25, 10, 4), (0.3, 10, 3)])
+def test_memory_admission_of_one_job_size_is_mm1k(rho, share, capacity, k):
+    """One job size (or none): the chain is the M/M/1/K queue, K the jobs that fit."""
+    refused, number = memory_admission(
+        torch.tensor([rho], dtype=torch.float64),
+        torch.tensor([0.2, 0.7], dtype=torch.float64),
+        torch.tensor([share, share], dtype=torch.float64),
+        (torch.full((2,), share, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)),
+        torch.tensor([float(capacity)], dtype=torch.float64),
+        torch.tensor([0, 0]),
+    )
+    blocking, mean = mm1k(torch.tensor([rho], dtype=torch.float64), torch.tensor([float(k)]))
+    assert refused.tolist() == pytest.approx([float(blocking)] * 2, rel=1e-9)
+    assert float(number) == pytest.approx(float(mean), rel=1e-9)
+
+
+def test_large_jobs_are_refused_before_small_ones():
+    """Jobs of 60 and of 10 on a device of memory 100 and capacity 10: the prior refuses the large
+    ones far more often than the small ones, and the device is the chain of `memory_admission`."""
+    sc = Scenario(
+        [Device("a", capacity=10, speed=1.0, memory=100.0), Device("b", capacity=10, speed=1.0)],
+        [
+            ServiceChain("large", 0.3, [Stage("a", 1.0, job_memory=60.0)]),
+            ServiceChain("small", 0.6, [Stage("a", 1.0, job_memory=10.0), Stage("b", 1.0)]),
+        ],
+    )
+    loads = load_features(scenario_graph(sc))
+    # the residents' shares, load-weighted: a third of 0.6, two thirds of 0.1
+    mean = (0.3 * 0.6 + 0.6 * 0.1) / 0.9
+    variance = (0.3 * 0.36 + 0.6 * 0.01) / 0.9 - mean**2
+    refused, number = birth_death(0.9, [0.3, 0.6], [0.6, 0.1], 10, mean, variance)
+    blocking = loads["fragment"][:, FRAGMENT_LOAD.index("blocking")]
+    assert blocking[:2].tolist() == pytest.approx(refused, rel=1e-5)
+    assert refused[0] > 3 * refused[1]
+    b, _ = mm1k(torch.tensor([0.6]), torch.tensor([10.0]))  # b alone: nominal load, one class
+    assert float(blocking[2]) == pytest.approx(float(b), rel=1e-5)
+    assert float(loads["prior"][0, 0]) == pytest.approx(1 - refused[0], rel=1e-5)
+    assert loads["prior"][0, 0] < loads["prior"][1, 0]
+    # the device's blocking is the arrival-weighted mean of its classes'
+    device = loads["device"][0, DEVICE_LOAD.index("blocking")]
+    assert float(device) == pytest.approx((0.3 * refused[0] + 0.6 * refused[1]) / 0.9, rel=1e-5)
+    fill = loads["device"][0, DEVICE_LOAD.index("fill")]
+    assert float(fill) == pytest.approx(number / 10, rel=1e-5)  # mean number / the capacity
+
+
+def test_a_region_memory_limits_the_devices_within_it():
+    """A device without memory of its own, in a region of memory 100: jobs of 25 fit 4 at a time,
+    so the prior is the M/M/1/4 queue, as on a device of memory 100."""
+    from chainnet.queueing.exact import mm1k as exact
+
+    sc = Scenario(
+        [Device("a", capacity=10, speed=1.0), Device("b", capacity=10, speed=1.0)],
+        [ServiceChain("x", 0.9, [Stage("a", 1.0, distribution="exp", job_memory=25.0)])],
+        regions=[Region("r", ("a", "b"), memory=100.0)],
     )
     loads = load_features(scenario_graph(sc))
     assert float(loads["prior"][0, 0]) == pytest.approx(1 - exact(0.9, 1.0, 4).loss_ratio, rel=1e-5)

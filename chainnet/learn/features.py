@@ -32,7 +32,7 @@ from torch_geometric.data import HeteroData
 from chainnet.scenario import Scenario
 
 # The features a checkpoint was trained on: a new version makes old checkpoints refuse to load.
-FEATURE_VERSION = 6
+FEATURE_VERSION = 7
 # The layout of stored graphs (edge types, attributes): a new one re-processes cached datasets and
 # leaves checkpoints valid.
 GRAPH_VERSION = 3
@@ -68,7 +68,7 @@ FRAGMENT_LOAD = (
     "device_load",
     "device_share",
     "reach",
-    "device_blocking",  # M/M/1/K blocking probability of the fragment's device
+    "blocking",  # the probability its device refuses a job of this stage (`class_blocking`)
     "log_sojourn",  # log(estimated time at this stage / its mean service time)
     "region_fill",  # its device's
     "squeeze",  # job memory / (it + the memory its device and regions leave free), the largest

@@ -4,13 +4,16 @@ Load features depend on how many jobs reach each stage, which depends on the los
 the model predicts: `load_features` computes them in torch for given per-stage pass probabilities
 (the graph stores the ingredients: each fragment's `base_load`, exit probability and hop).
 
-From the same loads, `load_features` also solves each device as an M/M/1/K queue
-(blocking probability, mean number, mean time in system, all in closed form and batched) and
-combines them along every chain into a first estimate of the chain's throughput ratio and response
-ratio. These estimates are features, and the models predict a correction to them (in logit space)
-rather than the ratios from scratch: the network learns what the product-form approximation misses
-(general service, shared regions, correlated losses), which generalises to larger systems better
-than learning queueing from zero. The estimate is cheap (no iteration of its own).
+From the same loads, `load_features` also solves each device as a single-server queue with
+finite room (`chainnet.learn.stations`: M/M/1/K where every job meets the same limit; a
+birth-death chain of memory admission where jobs of different sizes share a device's memory),
+which gives each stage's blocking probability and each device's mean number and time in system,
+and combines them along every chain into a first estimate of the chain's throughput ratio and
+response ratio. These estimates are features, and the models predict a correction to them (in
+logit space) rather than the ratios from scratch: the network learns what the product-form
+approximation misses (general service, shared regions, correlated losses), which generalises to
+larger systems better than learning queueing from zero. The estimate is cheap (no iteration of
+its own).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from torch_geometric.utils import scatter
 
 from chainnet.learn.features import DEVICE_STATIC, FRAGMENT_STATIC, HUGE, REGION_X, fullness
+from chainnet.learn.stations import memory_admission, mm1k
 
 
 def chain_of_fragments(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,28 +84,6 @@ def nominal_loads(data, layout: tuple | None = None) -> tuple[torch.Tensor, torc
     return stage_load, device_load
 
 
-def mm1k(rho: torch.Tensor, capacity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """M/M/1/K blocking probability and mean number in system, elementwise, for any load.
-
-    The number in system is a geometric law with ratio rho truncated to 0..K. Above rho = 1 it is
-    computed as K minus a truncated geometric with ratio 1/rho (the empty places), so no power
-    overflows; at rho = 1 the law is uniform.
-    """
-    rho, k = rho.double(), capacity.double()
-    near = (rho - 1.0).abs() * (k + 1.0) < 1e-6  # uniform within ~1e-6; no cancellation
-    q = torch.where(rho > 1.0, 1.0 / rho.clamp(min=1e-300), rho)
-    q = torch.where(near, torch.full_like(q, 0.5), q)  # replaced below; avoids 0/0
-    qk1 = q ** (k + 1.0)
-    mean = q / (1.0 - q) - (k + 1.0) * qk1 / (1.0 - qk1)
-    top = (1.0 - q) * q**k / (1.0 - qk1)  # P(n = K) of the law with ratio q
-    bottom = (1.0 - q) / (1.0 - qk1)  # P(n = 0)
-    blocking = torch.where(rho > 1.0, bottom, top)
-    number = torch.where(rho > 1.0, k - mean, mean)
-    blocking = torch.where(near, 1.0 / (k + 1.0), blocking)
-    number = torch.where(near, k / 2.0, number)
-    return blocking, number
-
-
 def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     return scatter(x, index, 0, dim_size=n, reduce="sum")
 
@@ -135,13 +117,13 @@ def load_features(
     chain_load = _segment_sum(stage_load, chain, n_chain)
     max_dev = scatter(device_load[dev_of], chain, 0, dim_size=n_chain, reduce="max")
 
-    # The queueing prior, in float64 (M/M/1/K per device, combined along every chain).
-    blocking, number, capacity, sojourn, mean_service = _device_queues(
+    # The queueing prior, in float64 (a queue per device, combined along every chain).
+    blocking, number, capacity, sojourn, mean_service, frag_blocking = _device_queues(
         data, reach, device_load, dev_of
     )
     memory_fill, region_fill, squeeze = _memory_fill(data, reach, number, dev_of)
     passes, at_stage, service, prior_tput, prior_resp, cap = _chain_prior(
-        data, (chain, hop, idx), dev_of, blocking, sojourn, mean_service
+        data, (chain, hop, idx), dev_of, frag_blocking, sojourn, mean_service
     )
     prior_share = (prior_resp / cap).clamp(0.0, 1.0)
     # time at the stage / its service time (1 where the service time underflows to 0: no load)
@@ -151,7 +133,7 @@ def load_features(
         "fragment": torch.cat(
             [
                 torch.log1p(torch.stack([stage_load, device_load[dev_of], share, reach], dim=1)),
-                blocking[dev_of].unsqueeze(1).to(f32),
+                frag_blocking.unsqueeze(1).to(f32),
                 torch.log(stay).clamp(max=30).unsqueeze(1).to(f32),
                 region_fill[dev_of].unsqueeze(1).to(f32),
                 squeeze.unsqueeze(1).to(f32),
@@ -188,26 +170,68 @@ def load_features(
 
 
 def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]:
-    """Every device an M/M/1/K queue at its offered load, in float64: (blocking probability,
-    mean number, K, mean time in system, mean service time). K is the device's capacity or, if
-    smaller, the jobs its memory holds: floor(1 / the arrival-weighted mean of its fragments' job
-    memory shares), as the analytic baseline does."""
+    """Every device a single-server queue at its offered load, in float64: (per device: blocking
+    probability, mean number, K, mean time in system, mean service time; per fragment: the
+    probability its device refuses a job of this stage).
+
+    A job's memory share is taken of the least memory that holds it, its device's or a region's
+    of its device (`_tightest_share`). Where every job on a device has the same share (or none),
+    the device is M/M/1/K, K its capacity or, if smaller, the jobs that fit: floor(1 / share), as
+    the analytic baseline does. Where shares differ, a large job is refused while a small one
+    still fits: the device is the birth-death chain of `memory_admission` (K: its capacity), its
+    blocking the arrival-weighted mean of its jobs'."""
     frag, n_dev = data["fragment"], data["device"].num_nodes
     rho = device_load.double()
     stage_arrivals = (frag.rate * reach).double()
     arrivals = _segment_sum(stage_arrivals, dev_of, n_dev)
-    share_col = FRAGMENT_STATIC.index("memory_share")  # raw features: the model normalises
-    memory_share = _segment_sum(stage_arrivals * frag.x[:, share_col].double(), dev_of, n_dev)
-    mean_share = memory_share / arrivals.clamp(min=1e-300)
+    share = _tightest_share(data, dev_of)
+    mean_share = _segment_sum(stage_arrivals * share, dev_of, n_dev) / arrivals.clamp(min=1e-300)
     capacity = data["device"].capacity.double()
     by_memory = torch.floor(1.0 / mean_share.clamp(min=1e-12)).clamp(min=1.0)
     capacity = torch.where(mean_share > 0, torch.minimum(capacity, by_memory), capacity)
     blocking, number = mm1k(rho, capacity)
+    frag_blocking = blocking[dev_of]
+    largest = scatter(share, dev_of, 0, dim_size=n_dev, reduce="max")
+    mixed = largest > scatter(share, dev_of, 0, dim_size=n_dev, reduce="min")
+    if bool(mixed.any()):  # one host sync; a batch of one job size (dsn24) skips the chain
+        # the residents' shares: each stage's weight among them is its share of the load
+        weight = (frag.base_load * reach).double() / rho[dev_of].clamp(min=1e-300)
+        mean = _segment_sum(weight * share, dev_of, n_dev)
+        spread = (_segment_sum(weight * share**2, dev_of, n_dev) - mean**2).clamp(min=0.0)
+        held = (mean[dev_of], spread[dev_of])
+        room = torch.where(mixed, data["device"].capacity.double(), 0.0)
+        refused, mixed_number = memory_admission(rho, stage_arrivals, share, held, room, dev_of)
+        frag_blocking = torch.where(mixed[dev_of], refused, frag_blocking)
+        lost = _segment_sum(stage_arrivals * frag_blocking, dev_of, n_dev) / arrivals.clamp(
+            min=1e-300
+        )
+        blocking = torch.where(mixed, lost, blocking)
+        number = torch.where(mixed, mixed_number, number)
+        capacity = torch.where(mixed, data["device"].capacity.double(), capacity)
     served = (arrivals * (1.0 - blocking)).clamp(min=1e-300)
     mean_service = torch.where(arrivals > 0, rho / arrivals.clamp(min=1e-300), 0.0)
     sojourn = torch.where(arrivals > 0, number / served, mean_service)  # Little's law
     sojourn = torch.maximum(sojourn, mean_service)
-    return blocking, number, capacity, sojourn, mean_service
+    return blocking, number, capacity, sojourn, mean_service, frag_blocking
+
+
+def _tightest_share(data, dev_of) -> torch.Tensor:
+    """Per stage: its job memory over the least memory that holds it, its device's or a region's
+    of its device (0 without a memory limit)."""
+    frag, n_dev = data["fragment"], data["device"].num_nodes
+    share = frag.x[:, FRAGMENT_STATIC.index("memory_share")].double()  # raw: the model normalises
+    job = frag.job_memory.double()
+    own = torch.where(share > 0, job / share.clamp(min=1e-300), HUGE)
+    least = scatter(own, dev_of, 0, dim_size=n_dev, reduce="min")
+    dev, reg = data["device", "in", "region"].edge_index
+    memory = data["region"].x[:, REGION_X.index("memory")].double()
+    if len(dev):
+        regional = scatter(
+            torch.where(memory > 0, memory, HUGE)[reg], dev, 0, dim_size=n_dev, reduce="min"
+        )
+        least = torch.minimum(least, torch.where(regional > 0, regional, HUGE))
+    least = least[dev_of]
+    return torch.where(least < HUGE, job / least, 0.0)
 
 
 def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, ...]:
@@ -252,7 +276,9 @@ def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _chain_prior(data, layout, dev_of, blocking, sojourn, mean_service) -> tuple[torch.Tensor, ...]:
+def _chain_prior(
+    data, layout, dev_of, frag_blocking, sojourn, mean_service
+) -> tuple[torch.Tensor, ...]:
     """The device queues combined along every chain: (per fragment: pass probability, time at the
     stage, mean service time; per chain: throughput ratio, response ratio, largest response
     ratio)."""
@@ -267,7 +293,7 @@ def _chain_prior(data, layout, dev_of, blocking, sojourn, mean_service) -> tuple
     exit_prob = frag.exit_prob.double()
     ones = torch.ones_like(exit_prob)
     visit = reach_probabilities(ones, exit_prob, chain, hop, n_chain, idx)  # given completion
-    passes = 1.0 - blocking[dev_of]
+    passes = 1.0 - frag_blocking
     reach_prior = reach_probabilities(passes, exit_prob, chain, hop, n_chain, idx)
     # where a passing job leaves the chain: by its exit, or after the last stage
     leaves = torch.where(is_last_stage(chain, hop, n_chain), ones, exit_prob)

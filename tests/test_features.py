@@ -31,6 +31,8 @@ from chainnet.learn.prior import (
     reach_probabilities,
 )
 from chainnet.learn.stations import memory_admission, mm1k
+from chainnet.queueing.exact import macgregor_smith_loss
+from chainnet.queueing.exact import mm1k as exact_mm1k
 from chainnet.scenario import Device, Region, Scenario, ServiceChain, Stage
 from chainnet.sim import SimulatorSettings
 from datagen.defaults import preset
@@ -137,13 +139,12 @@ def test_the_contention_features_are_zero_on_dsn24_scenarios():
     edge = graph_batch([make_sampler(preset("edge"))(np.random.default_rng(s)) for s in range(50)])
     assert edge["device"].x[:, DEVICE_STATIC.index("memory_load")].gt(0).any()
     assert edge["device"].x[:, DEVICE_STATIC.index("region_load")].gt(0).any()
-    # and the prior is M/M/1/K at every device (no memory admission), as before it
+    # and no memory admission: a device refuses every stage's jobs alike
     loads = load_features(graph)
-    device_load = torch.expm1(loads["device"][:, DEVICE_LOAD.index("offered_load")].double())
-    blocking, _ = mm1k(device_load, graph["device"].capacity.double())
     dev_of = graph["fragment", "placed_on", "device"].edge_index[1]
-    stage = loads["fragment"][:, FRAGMENT_LOAD.index("blocking")].double()
-    assert stage.tolist() == pytest.approx(blocking[dev_of].tolist(), rel=1e-5, abs=1e-7)
+    stage = loads["fragment"][:, FRAGMENT_LOAD.index("blocking")]
+    device = loads["device"][:, DEVICE_LOAD.index("blocking")]
+    assert torch.equal(stage, device[dev_of])
 
 
 def test_region_fill_follows_the_jobs_that_reach_the_region():
@@ -388,7 +389,10 @@ def test_large_jobs_are_refused_before_small_ones():
     """Jobs of 60 and of 10 on a device of memory 100 and capacity 10: the prior refuses the large
     ones far more often than the small ones, and the device is the chain of `memory_admission`."""
     sc = Scenario(
-        [Device("a", capacity=10, speed=1.0, memory=100.0), Device("b", capacity=10, speed=1.0)],
+        [
+            Device("a", capacity=10, speed=1.0, memory=100.0, discipline="ps"),  # insensitive
+            Device("b", capacity=10, speed=1.0, discipline="ps"),
+        ],
         [
             ServiceChain("large", 0.3, [Stage("a", 1.0, job_memory=60.0)]),
             ServiceChain("small", 0.6, [Stage("a", 1.0, job_memory=10.0), Stage("b", 1.0)]),
@@ -416,12 +420,73 @@ def test_large_jobs_are_refused_before_small_ones():
 def test_a_region_memory_limits_the_devices_within_it():
     """A device without memory of its own, in a region of memory 100: jobs of 25 fit 4 at a time,
     so the prior is the M/M/1/4 queue, as on a device of memory 100."""
-    from chainnet.queueing.exact import mm1k as exact
-
     sc = Scenario(
         [Device("a", capacity=10, speed=1.0), Device("b", capacity=10, speed=1.0)],
         [ServiceChain("x", 0.9, [Stage("a", 1.0, distribution="exp", job_memory=25.0)])],
         regions=[Region("r", ("a", "b"), memory=100.0)],
     )
     loads = load_features(scenario_graph(sc))
-    assert float(loads["prior"][0, 0]) == pytest.approx(1 - exact(0.9, 1.0, 4).loss_ratio, rel=1e-5)
+    assert float(loads["prior"][0, 0]) == pytest.approx(
+        1 - exact_mm1k(0.9, 1.0, 4).loss_ratio, rel=1e-5
+    )
+
+
+@pytest.mark.parametrize(("distribution", "scv"), [("det", 0.0), ("general", 4.0)])
+def test_general_service_on_fcfs_is_macgregor_smith(distribution, scv):
+    """One overloaded FCFS station: the prior's loss is MacGregor Smith's M/G/1/K loss (less than
+    M/M/1/K's for deterministic service, more for scv 4); on PS, insensitive, it is M/M/1/K."""
+
+    def prior_loss(discipline):
+        sc = Scenario(
+            [Device("a", capacity=5, speed=1.0, discipline=discipline)],
+            [ServiceChain("x", 1.5, [Stage("a", 1.0, distribution=distribution, scv=scv or None)])],
+        )
+        return 1.0 - float(load_features(scenario_graph(sc))["prior"][0, 0])
+
+    assert prior_loss("fcfs") == pytest.approx(macgregor_smith_loss(1.5, 5, scv), rel=1e-5)
+    assert prior_loss("ps") == pytest.approx(exact_mm1k(1.5, 1.0, 5).loss_ratio, rel=1e-5)
+    assert (prior_loss("fcfs") < prior_loss("ps")) == (scv < 1)
+
+
+def test_a_mix_of_service_times_on_fcfs_refuses_more():
+    """Exponential jobs of means 1 and 0.1 on one FCFS device at load 1: their mix has scv 5.05,
+    so the prior is M/M/1/K at the size (K + a) / (1 + a), a = sqrt(rho) (scv - 1) / 2, above
+    M/M/1/K's loss; damped by rho below load 1 (`service_stretch`)."""
+    for rate, damping in ((0.5, 1.0), (0.25, 0.5)):  # load 1, then 0.5
+        sc = Scenario(
+            [Device("a", capacity=6, speed=1.0)],
+            [
+                ServiceChain("slow", rate, [Stage("a", 1.0, distribution="exp")]),
+                ServiceChain("fast", 10 * rate, [Stage("a", 0.1, distribution="exp")]),
+            ],
+        )
+        rho = 2 * rate
+        first, second = (
+            (rate * 1.0 + 10 * rate * 0.1) / (11 * rate),
+            (rate * 2.0 + 10 * rate * 2 * 0.01) / (11 * rate),
+        )
+        a = math.sqrt(rho) * (second / first**2 - 2.0) / 2.0 * damping
+        want, _ = mm1k(torch.tensor([rho]), torch.tensor([(6.0 + a) / (1.0 + a)]))
+        plain, _ = mm1k(torch.tensor([rho]), torch.tensor([6.0]))
+        prior = load_features(scenario_graph(sc))["prior"][:, 0]
+        assert (1.0 - prior).tolist() == pytest.approx([float(want)] * 2, rel=1e-5)
+        assert float(want) > 1.5 * float(plain)
+
+
+def test_service_variability_scales_every_jobs_odds_of_refusal_alike():
+    """Jobs of 60 and of 10 on a device of memory 100, service of scv 4: on FCFS every job's odds
+    of refusal are those on PS (memory admission alone) times one factor above 1."""
+
+    def blocking(discipline):
+        sc = Scenario(
+            [Device("a", capacity=10, speed=1.0, memory=100.0, discipline=discipline)],
+            [
+                ServiceChain(name, rate, [Stage("a", 1.0, "general", scv=4.0, job_memory=job)])
+                for name, rate, job in (("large", 0.4, 60.0), ("small", 0.8, 10.0))
+            ],
+        )
+        b = load_features(scenario_graph(sc))["fragment"][:, FRAGMENT_LOAD.index("blocking")]
+        return b.double() / (1.0 - b.double())
+
+    factor = blocking("fcfs") / blocking("ps")
+    assert float(factor[0]) == pytest.approx(float(factor[1]), rel=1e-4) and factor[0] > 1.2

@@ -32,7 +32,7 @@ from torch_geometric.data import HeteroData
 from chainnet.scenario import Scenario
 
 # The features a checkpoint was trained on: a new version makes old checkpoints refuse to load.
-FEATURE_VERSION = 7
+FEATURE_VERSION = 8
 # The layout of stored graphs (edge types, attributes): a new one re-processes cached datasets and
 # leaves checkpoints valid.
 GRAPH_VERSION = 3

@@ -22,7 +22,7 @@ import torch
 from torch_geometric.utils import scatter
 
 from chainnet.learn.features import DEVICE_STATIC, FRAGMENT_STATIC, HUGE, REGION_X, fullness
-from chainnet.learn.stations import memory_admission, mm1k
+from chainnet.learn.stations import memory_admission, mm1k, service_stretch
 
 
 def chain_of_fragments(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +179,10 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
     the device is M/M/1/K, K its capacity or, if smaller, the jobs that fit: floor(1 / share), as
     the analytic baseline does. Where shares differ, a large job is refused while a small one
     still fits: the device is the birth-death chain of `memory_admission` (K: its capacity), its
-    blocking the arrival-weighted mean of its jobs'."""
+    blocking the arrival-weighted mean of its jobs'. On an FCFS device the mix of service times
+    sets the blocking too (`_service_stretch`): M/M/1/K's at the size `service_stretch` gives, and
+    where shares differ, every job's odds of refusal scaled as that changes those of an M/M/1/K
+    queue of as many jobs as the mean share fits. The mean number stays M/M/1/K's or the chain's."""
     frag, n_dev = data["fragment"], data["device"].num_nodes
     rho = device_load.double()
     stage_arrivals = (frag.rate * reach).double()
@@ -189,7 +192,9 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
     capacity = data["device"].capacity.double()
     by_memory = torch.floor(1.0 / mean_share.clamp(min=1e-12)).clamp(min=1.0)
     capacity = torch.where(mean_share > 0, torch.minimum(capacity, by_memory), capacity)
-    blocking, number = mm1k(rho, capacity)
+    stretch = _service_stretch(data, rho, stage_arrivals, arrivals, dev_of)
+    blocking, _ = mm1k(rho, (capacity + stretch) / (1.0 + stretch))
+    _, number = mm1k(rho, capacity)
     frag_blocking = blocking[dev_of]
     largest = scatter(share, dev_of, 0, dim_size=n_dev, reduce="max")
     mixed = largest > scatter(share, dev_of, 0, dim_size=n_dev, reduce="min")
@@ -201,6 +206,14 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
         held = (mean[dev_of], spread[dev_of])
         room = torch.where(mixed, data["device"].capacity.double(), 0.0)
         refused, mixed_number = memory_admission(rho, stage_arrivals, share, held, room, dev_of)
+        # the service's variability: every job's odds of refusal scaled as those of an M/M/1/K
+        # queue of as many jobs as the mean share fits
+        fitting = torch.minimum(data["device"].capacity.double(), 1.0 / mean.clamp(min=1e-12))
+        scale = _odds(mm1k(rho, (fitting + stretch) / (1.0 + stretch))[0]) / _odds(
+            mm1k(rho, fitting)[0]
+        )
+        odds = _odds(refused) * scale[dev_of]
+        refused = odds / (1.0 + odds)
         frag_blocking = torch.where(mixed[dev_of], refused, frag_blocking)
         lost = _segment_sum(stage_arrivals * frag_blocking, dev_of, n_dev) / arrivals.clamp(
             min=1e-300
@@ -213,6 +226,25 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
     sojourn = torch.where(arrivals > 0, number / served, mean_service)  # Little's law
     sojourn = torch.maximum(sojourn, mean_service)
     return blocking, number, capacity, sojourn, mean_service, frag_blocking
+
+
+def _odds(p: torch.Tensor) -> torch.Tensor:
+    return p.clamp(min=1e-300) / (1.0 - p).clamp(min=1e-300)
+
+
+def _service_stretch(data, rho, stage_arrivals, arrivals, dev_of) -> torch.Tensor:
+    """Per device: `service_stretch` of its mix of service times (FCFS; 0 for PS, which is
+    insensitive). The mix's scv: its second moment sum(w (1 + scv) S**2) over its squared mean
+    sum(w S)**2, minus 1, each stage weighted by its arrivals."""
+    frag, n_dev = data["fragment"], data["device"].num_nodes
+    service = (frag.base_load / frag.rate).double()
+    scv = frag.x[:, FRAGMENT_STATIC.index("scv")].double()
+    w = stage_arrivals / arrivals[dev_of].clamp(min=1e-300)
+    first = _segment_sum(w * service, dev_of, n_dev)
+    second = _segment_sum(w * (1.0 + scv) * service**2, dev_of, n_dev)
+    mix = torch.where(first > 0, second / first.clamp(min=1e-300) ** 2 - 1.0, 1.0)
+    ps = data["device"].x[:, DEVICE_STATIC.index("ps")] > 0.5
+    return torch.where(ps, 0.0, service_stretch(rho, mix))
 
 
 def _tightest_share(data, dev_of) -> torch.Tensor:

@@ -6,6 +6,8 @@ queueing prior (`chainnet.learn.prior`) solves at every device.
   while a small one still fits. A birth-death chain of the number of resident jobs, in which each
   class of jobs is admitted with the probability that the memory the residents hold leaves room
   for it.
+- `service_stretch`: general service on an FCFS device, as an M/M/1/K queue of another size
+  (MacGregor Smith's approximation).
 """
 
 from __future__ import annotations
@@ -88,3 +90,18 @@ def memory_admission(
 def _up_to(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """Each row's sum of its columns 0..last."""
     return torch.cumsum(x, dim=1).gather(1, last.unsqueeze(1)).squeeze(1)
+
+
+def service_stretch(rho: torch.Tensor, scv: torch.Tensor) -> torch.Tensor:
+    """A single-server FCFS queue of general service as an M/M/1/K queue of another size: after
+    MacGregor Smith's M/G/1/K approximation (`chainnet.queueing.exact.macgregor_smith_loss`), its
+    blocking at capacity K is M/M/1/K's at (K + a) / (1 + a), with a = sqrt(rho) x (scv - 1) / 2
+    (0 for exponential service; K = 1 stays 1). Returns a, damped by min(rho, 1) below load 1,
+    where the formula overstates the loss (fourfold at rho 0.5 and K 10), and kept above -0.9,
+    where it is undefined (scv < 1 at rho >= 4 / (1 - scv)**2).
+
+    The damping was chosen on the validation split of the 50k edge set: the prior's loss-ratio
+    MAE there is 0.0258 without the stretch, 0.0251 with it undamped, 0.0224 damped by rho
+    (0.0226 by sqrt(rho), 0.0229 by rho**2)."""
+    damped = rho.clamp(min=0.0, max=1.0)
+    return (torch.sqrt(rho.clamp(min=0.0)) * (scv - 1.0) / 2.0 * damped).clamp(min=-0.9)

@@ -6,8 +6,9 @@ the model predicts: `load_features` computes them in torch for given per-stage p
 
 From the same loads, `load_features` also solves each device as a single-server queue with
 finite room (`chainnet.learn.stations`: M/M/1/K where every job meets the same limit; a
-birth-death chain of memory admission where jobs of different sizes share a device's memory),
-which gives each stage's blocking probability and each device's mean number and time in system,
+birth-death chain of memory admission where jobs of different sizes share a device's memory; on
+FCFS devices, the service mix's variability by MacGregor Smith's M/G/1/K approximation), which
+gives each stage's blocking probability and each device's mean number and time in system,
 and combines them along every chain into a first estimate of the chain's throughput ratio and
 response ratio. These estimates are features, and the models predict a correction to them (in
 logit space) rather than the ratios from scratch: the network learns what the product-form

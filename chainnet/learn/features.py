@@ -68,7 +68,7 @@ FRAGMENT_LOAD = (
     "device_load",
     "device_share",
     "reach",
-    "blocking",  # the probability its device refuses a job of this stage (`class_blocking`)
+    "blocking",  # the probability its device refuses a job of this stage (the prior's)
     "log_sojourn",  # log(estimated time at this stage / its mean service time)
     "region_fill",  # its device's
     "squeeze",  # job memory / (it + the memory its device and regions leave free), the largest

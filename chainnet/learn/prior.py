@@ -120,7 +120,7 @@ def load_features(
 
     # The queueing prior, in float64 (a queue per device, combined along every chain).
     blocking, number, capacity, sojourn, mean_service, frag_blocking = _device_queues(
-        data, reach, device_load, dev_of
+        data, reach, stage_load, device_load, dev_of
     )
     memory_fill, region_fill, squeeze = _memory_fill(data, reach, number, dev_of)
     passes, at_stage, service, prior_tput, prior_resp, cap = _chain_prior(
@@ -170,7 +170,7 @@ def load_features(
     }
 
 
-def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]:
+def _device_queues(data, reach, stage_load, device_load, dev_of) -> tuple[torch.Tensor, ...]:
     """Every device a single-server queue at its offered load, in float64: (per device: blocking
     probability, mean number, K, mean time in system, mean service time; per fragment: the
     probability its device refuses a job of this stage).
@@ -188,12 +188,13 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
     rho = device_load.double()
     stage_arrivals = (frag.rate * reach).double()
     arrivals = _segment_sum(stage_arrivals, dev_of, n_dev)
+    mean_service = torch.where(arrivals > 0, rho / arrivals.clamp(min=1e-300), 0.0)
     share = _tightest_share(data, dev_of)
     mean_share = _segment_sum(stage_arrivals * share, dev_of, n_dev) / arrivals.clamp(min=1e-300)
-    capacity = data["device"].capacity.double()
+    room = data["device"].capacity.double()  # the most resident jobs, memory aside
     by_memory = torch.floor(1.0 / mean_share.clamp(min=1e-12)).clamp(min=1.0)
-    capacity = torch.where(mean_share > 0, torch.minimum(capacity, by_memory), capacity)
-    stretch = _service_stretch(data, rho, stage_arrivals, arrivals, dev_of)
+    capacity = torch.where(mean_share > 0, torch.minimum(room, by_memory), room)
+    stretch = _service_stretch(data, rho, stage_arrivals, arrivals, mean_service, dev_of)
     blocking, _ = mm1k(rho, (capacity + stretch) / (1.0 + stretch))
     _, number = mm1k(rho, capacity)
     frag_blocking = blocking[dev_of]
@@ -201,15 +202,15 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
     mixed = largest > scatter(share, dev_of, 0, dim_size=n_dev, reduce="min")
     if bool(mixed.any()):  # one host sync; a batch of one job size (dsn24) skips the chain
         # the residents' shares: each stage's weight among them is its share of the load
-        weight = (frag.base_load * reach).double() / rho[dev_of].clamp(min=1e-300)
+        weight = stage_load.double() / rho[dev_of].clamp(min=1e-300)
         mean = _segment_sum(weight * share, dev_of, n_dev)
         spread = (_segment_sum(weight * share**2, dev_of, n_dev) - mean**2).clamp(min=0.0)
         held = (mean[dev_of], spread[dev_of])
-        room = torch.where(mixed, data["device"].capacity.double(), 0.0)
-        refused, mixed_number = memory_admission(rho, stage_arrivals, share, held, room, dev_of)
+        chained = torch.where(mixed, room, 0.0)  # a capacity of 0 leaves a device out
+        refused, mixed_number = memory_admission(rho, stage_arrivals, share, held, chained, dev_of)
         # the service's variability: every job's odds of refusal scaled as those of an M/M/1/K
         # queue of as many jobs as the mean share fits
-        fitting = torch.minimum(data["device"].capacity.double(), 1.0 / mean.clamp(min=1e-12))
+        fitting = torch.minimum(room, 1.0 / mean.clamp(min=1e-12))
         scale = _odds(mm1k(rho, (fitting + stretch) / (1.0 + stretch))[0]) / _odds(
             mm1k(rho, fitting)[0]
         )
@@ -221,9 +222,8 @@ def _device_queues(data, reach, device_load, dev_of) -> tuple[torch.Tensor, ...]
         )
         blocking = torch.where(mixed, lost, blocking)
         number = torch.where(mixed, mixed_number, number)
-        capacity = torch.where(mixed, data["device"].capacity.double(), capacity)
+        capacity = torch.where(mixed, room, capacity)
     served = (arrivals * (1.0 - blocking)).clamp(min=1e-300)
-    mean_service = torch.where(arrivals > 0, rho / arrivals.clamp(min=1e-300), 0.0)
     sojourn = torch.where(arrivals > 0, number / served, mean_service)  # Little's law
     sojourn = torch.maximum(sojourn, mean_service)
     return blocking, number, capacity, sojourn, mean_service, frag_blocking
@@ -233,38 +233,36 @@ def _odds(p: torch.Tensor) -> torch.Tensor:
     return p.clamp(min=1e-300) / (1.0 - p).clamp(min=1e-300)
 
 
-def _service_stretch(data, rho, stage_arrivals, arrivals, dev_of) -> torch.Tensor:
+def _service_stretch(data, rho, stage_arrivals, arrivals, mean_service, dev_of) -> torch.Tensor:
     """Per device: `service_stretch` of its mix of service times (FCFS; 0 for PS, which is
     insensitive). The mix's scv: its second moment sum(w (1 + scv) S**2) over its squared mean
-    sum(w S)**2, minus 1, each stage weighted by its arrivals."""
+    (`mean_service`, sum(w S)), minus 1, each stage weighted by its arrivals."""
     frag, n_dev = data["fragment"], data["device"].num_nodes
     service = (frag.base_load / frag.rate).double()
     scv = frag.x[:, FRAGMENT_STATIC.index("scv")].double()
     w = stage_arrivals / arrivals[dev_of].clamp(min=1e-300)
-    first = _segment_sum(w * service, dev_of, n_dev)
     second = _segment_sum(w * (1.0 + scv) * service**2, dev_of, n_dev)
-    mix = torch.where(first > 0, second / first.clamp(min=1e-300) ** 2 - 1.0, 1.0)
+    mix = torch.where(mean_service > 0, second / mean_service.clamp(min=1e-300) ** 2 - 1.0, 1.0)
     ps = data["device"].x[:, DEVICE_STATIC.index("ps")] > 0.5
     return torch.where(ps, 0.0, service_stretch(rho, mix))
 
 
 def _tightest_share(data, dev_of) -> torch.Tensor:
     """Per stage: its job memory over the least memory that holds it, its device's or a region's
-    of its device (0 without a memory limit)."""
+    of its device (0 without a memory limit): the larger of its memory share of the device and
+    of the tightest region."""
     frag, n_dev = data["fragment"], data["device"].num_nodes
     share = frag.x[:, FRAGMENT_STATIC.index("memory_share")].double()  # raw: the model normalises
-    job = frag.job_memory.double()
-    own = torch.where(share > 0, job / share.clamp(min=1e-300), HUGE)
-    least = scatter(own, dev_of, 0, dim_size=n_dev, reduce="min")
     dev, reg = data["device", "in", "region"].edge_index
+    if len(dev) == 0:
+        return share
     memory = data["region"].x[:, REGION_X.index("memory")].double()
-    if len(dev):
-        regional = scatter(
-            torch.where(memory > 0, memory, HUGE)[reg], dev, 0, dim_size=n_dev, reduce="min"
-        )
-        least = torch.minimum(least, torch.where(regional > 0, regional, HUGE))
-    least = least[dev_of]
-    return torch.where(least < HUGE, job / least, 0.0)
+    least = scatter(
+        torch.where(memory > 0, memory, HUGE)[reg], dev, 0, dim_size=n_dev, reduce="min"
+    )
+    least = least[dev_of]  # 0 for a device in no region
+    regional = torch.where((least > 0) & (least < HUGE), frag.job_memory.double() / least, 0.0)
+    return torch.maximum(share, regional)
 
 
 def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, ...]:

@@ -17,3 +17,11 @@ def test_the_readme_has_runnable_examples():
 def test_readme_example_runs(block, monkeypatch):
     monkeypatch.chdir(ROOT)
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_the_readme_shows_only_figures_the_repository_holds():
+    # a figure under an ignored folder (experiments/results/) shows on no fresh clone
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text())
+    assert figures
+    missing = [f for f in figures if not (ROOT / f).is_file() or "results/" in f]
+    assert not missing

@@ -23,7 +23,7 @@ import torch
 from torch_geometric.utils import scatter
 
 from chainnet.learn.features import DEVICE_STATIC, FRAGMENT_STATIC, HUGE, REGION_X, fullness
-from chainnet.learn.stations import memory_admission, mm1k, service_stretch
+from chainnet.learn.stations import memory_admission, mm1k, service_stretch, stretched
 
 
 def chain_of_fragments(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,12 +119,13 @@ def load_features(
     max_dev = scatter(device_load[dev_of], chain, 0, dim_size=n_chain, reduce="max")
 
     # The queueing prior, in float64 (a queue per device, combined along every chain).
+    service = (frag.base_load / frag.rate).double()  # each stage's mean service time
     blocking, number, capacity, sojourn, mean_service, frag_blocking = _device_queues(
-        data, reach, stage_load, device_load, dev_of
+        data, reach, stage_load, device_load, dev_of, service
     )
     memory_fill, region_fill, squeeze = _memory_fill(data, reach, number, dev_of)
-    passes, at_stage, service, prior_tput, prior_resp, cap = _chain_prior(
-        data, (chain, hop, idx), dev_of, frag_blocking, sojourn, mean_service
+    passes, at_stage, prior_tput, prior_resp, cap = _chain_prior(
+        data, (chain, hop, idx), dev_of, frag_blocking, sojourn, mean_service, service
     )
     prior_share = (prior_resp / cap).clamp(0.0, 1.0)
     # time at the stage / its service time (1 where the service time underflows to 0: no load)
@@ -170,7 +171,9 @@ def load_features(
     }
 
 
-def _device_queues(data, reach, stage_load, device_load, dev_of) -> tuple[torch.Tensor, ...]:
+def _device_queues(
+    data, reach, stage_load, device_load, dev_of, service
+) -> tuple[torch.Tensor, ...]:
     """Every device a single-server queue at its offered load, in float64: (per device: blocking
     probability, mean number, K, mean time in system, mean service time; per fragment: the
     probability its device refuses a job of this stage).
@@ -194,8 +197,8 @@ def _device_queues(data, reach, stage_load, device_load, dev_of) -> tuple[torch.
     room = data["device"].capacity.double()  # the most resident jobs, memory aside
     by_memory = torch.floor(1.0 / mean_share.clamp(min=1e-12)).clamp(min=1.0)
     capacity = torch.where(mean_share > 0, torch.minimum(room, by_memory), room)
-    stretch = _service_stretch(data, rho, stage_arrivals, arrivals, mean_service, dev_of)
-    blocking, _ = mm1k(rho, (capacity + stretch) / (1.0 + stretch))
+    stretch = _service_stretch(data, rho, stage_arrivals, arrivals, mean_service, dev_of, service)
+    blocking, _ = mm1k(rho, stretched(capacity, stretch))
     _, number = mm1k(rho, capacity)
     frag_blocking = blocking[dev_of]
     largest = scatter(share, dev_of, 0, dim_size=n_dev, reduce="max")
@@ -211,9 +214,7 @@ def _device_queues(data, reach, stage_load, device_load, dev_of) -> tuple[torch.
         # the service's variability: every job's odds of refusal scaled as those of an M/M/1/K
         # queue of as many jobs as the mean share fits
         fitting = torch.minimum(room, 1.0 / mean.clamp(min=1e-12))
-        scale = _odds(mm1k(rho, (fitting + stretch) / (1.0 + stretch))[0]) / _odds(
-            mm1k(rho, fitting)[0]
-        )
+        scale = _odds(mm1k(rho, stretched(fitting, stretch))[0]) / _odds(mm1k(rho, fitting)[0])
         odds = _odds(refused) * scale[dev_of]
         refused = odds / (1.0 + odds)
         frag_blocking = torch.where(mixed[dev_of], refused, frag_blocking)
@@ -233,12 +234,13 @@ def _odds(p: torch.Tensor) -> torch.Tensor:
     return p.clamp(min=1e-300) / (1.0 - p).clamp(min=1e-300)
 
 
-def _service_stretch(data, rho, stage_arrivals, arrivals, mean_service, dev_of) -> torch.Tensor:
+def _service_stretch(
+    data, rho, stage_arrivals, arrivals, mean_service, dev_of, service
+) -> torch.Tensor:
     """Per device: `service_stretch` of its mix of service times (FCFS; 0 for PS, which is
     insensitive). The mix's scv: its second moment sum(w (1 + scv) S**2) over its squared mean
     (`mean_service`, sum(w S)), minus 1, each stage weighted by its arrivals."""
     frag, n_dev = data["fragment"], data["device"].num_nodes
-    service = (frag.base_load / frag.rate).double()
     scv = frag.x[:, FRAGMENT_STATIC.index("scv")].double()
     w = stage_arrivals / arrivals[dev_of].clamp(min=1e-300)
     second = _segment_sum(w * (1.0 + scv) * service**2, dev_of, n_dev)
@@ -308,14 +310,12 @@ def _memory_fill(data, reach, number, dev_of) -> tuple[torch.Tensor, ...]:
 
 
 def _chain_prior(
-    data, layout, dev_of, frag_blocking, sojourn, mean_service
+    data, layout, dev_of, frag_blocking, sojourn, mean_service, service
 ) -> tuple[torch.Tensor, ...]:
     """The device queues combined along every chain: (per fragment: pass probability, time at the
-    stage, mean service time; per chain: throughput ratio, response ratio, largest response
-    ratio)."""
+    stage; per chain: throughput ratio, response ratio, largest response ratio)."""
     frag, n_chain = data["fragment"], data["chain"].num_nodes
     chain, hop, idx = layout
-    service = (frag.base_load / frag.rate).double()
     ps = data["device"].x[:, DEVICE_STATIC.index("ps")] > 0.5  # processor sharing
     wait = (sojourn - mean_service)[dev_of]  # FCFS: the same queueing delay for every class
     # PS: time proportional to the service (1 on an idle device)
@@ -337,7 +337,7 @@ def _chain_prior(
     cap = torch.where(visited > 0, total / visited.clamp(min=1e-300), by_share)
     spent = _segment_sum(visit * at_stage, chain, n_chain)
     prior_resp = torch.where(spent > 0, total / spent.clamp(min=1e-300), cap)  # no time: no wait
-    return passes, at_stage, service, prior_tput, prior_resp, cap
+    return passes, at_stage, prior_tput, prior_resp, cap
 
 
 def _logit(p: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:

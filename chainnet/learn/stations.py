@@ -105,3 +105,9 @@ def service_stretch(rho: torch.Tensor, scv: torch.Tensor) -> torch.Tensor:
     (0.0226 by sqrt(rho), 0.0229 by rho**2)."""
     damped = rho.clamp(min=0.0, max=1.0)
     return (torch.sqrt(rho.clamp(min=0.0)) * (scv - 1.0) / 2.0 * damped).clamp(min=-0.9)
+
+
+def stretched(capacity: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The M/M/1/K size (K + a) / (1 + a) whose blocking stands for capacity K's under the
+    stretch `a` of `service_stretch`."""
+    return (capacity + a) / (1.0 + a)

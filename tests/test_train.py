@@ -235,7 +235,8 @@ def test_configs_share_their_blocks_and_every_command_writes_under_the_log_dir(t
     assert exp.model.net.device_agg == "gin" and exp.model.net.chain_gru
     assert exp.trainer.max_epochs == 30 and exp.model.optimizer.lr == 0.001
     # the edge surrogate: the default ChainNet-GIN on the 50k edge set (README: The edge surrogate)
-    assert OmegaConf.to_container(edge.model.net) == chainnet_gin
+    assert chainnet_gin["routing"] and not edge.model.net.routing
+    assert OmegaConf.to_container(edge.model.net) == {**chainnet_gin, "routing": False}
     assert edge.data.root.endswith("/edge") and edge.data.batch_size == 128
     assert edge.trainer.max_epochs == 40 and edge.callbacks.early_stopping.patience == 8
     # datagen writes where train.py reads by default

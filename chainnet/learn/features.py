@@ -73,6 +73,12 @@ FRAGMENT_LOAD = (
     "region_fill",  # its device's
     "squeeze",  # job memory / (it + the memory its device and regions leave free), the largest
 )
+# Appended to them for a model with `routing` (`chainnet.learn.routing`): how a stage's jobs come
+# from its previous device.
+FRAGMENT_ROUTING = (
+    "corouted",  # share of its device's arrivals that other stages bring from its previous device
+    "burst",  # log1p(jobs of its chain reaching its previous device during one job of the others)
+)
 DEVICE_LOAD = (
     "offered_load",
     "blocking",

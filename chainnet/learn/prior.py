@@ -23,6 +23,7 @@ import torch
 from torch_geometric.utils import scatter
 
 from chainnet.learn.features import DEVICE_STATIC, FRAGMENT_STATIC, HUGE, REGION_X, fullness
+from chainnet.learn.routing import routing_features
 from chainnet.learn.stations import memory_admission, mm1k, service_stretch, stretched
 
 
@@ -40,6 +41,12 @@ def padded_index(chain: torch.Tensor, hop: torch.Tensor, n_chain: int) -> torch.
     out = torch.full((n_chain, length), -1, dtype=torch.long, device=hop.device)
     out[chain, hop] = torch.arange(len(hop), device=hop.device)
     return out
+
+
+def fragment_layout(data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chain, hop, `padded_index`) of the fragments: the layout the prior's functions share."""
+    chain, hop = chain_of_fragments(data)
+    return chain, hop, padded_index(chain, hop, data["chain"].num_nodes)
 
 
 def is_last_stage(chain: torch.Tensor, hop: torch.Tensor, n_chain: int) -> torch.Tensor:
@@ -76,7 +83,7 @@ def nominal_loads(data, layout: tuple | None = None) -> tuple[torch.Tensor, torc
     float64. The loads the datasets' `max_offered_load` and the training ranges speak of."""
     frag = data["fragment"]
     n_chain = data["chain"].num_nodes
-    chain, hop, idx = layout if layout is not None else (*chain_of_fragments(data), None)
+    chain, hop, idx = layout if layout is not None else fragment_layout(data)
     ones = torch.ones_like(frag.exit_prob)
     visit = reach_probabilities(ones, frag.exit_prob, chain, hop, n_chain, idx)
     stage_load = (frag.base_load * visit).double()
@@ -90,7 +97,7 @@ def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def load_features(
-    data, pass_prob: torch.Tensor | None = None, layout: tuple | None = None
+    data, pass_prob: torch.Tensor | None = None, layout: tuple | None = None, routing: bool = False
 ) -> dict[str, torch.Tensor]:
     """Load features of fragments, devices and chains for the given per-fragment pass probs.
 
@@ -98,15 +105,12 @@ def load_features(
     and `cap` [n_chain]: the largest response ratio possible (sum of all stages' mean service
     times over the mean service time a completed job receives; 1 without early exits).
     `layout` = (chain, hop, padded index) of the fragments, if the caller has it already (the
-    fixed point calls this once per run on the same graph).
+    fixed point calls this once per run on the same graph). With `routing`, the fragments' features
+    end with `chainnet.learn.routing`'s (`FRAGMENT_ROUTING`).
     """
     frag = data["fragment"]
     n_chain = data["chain"].num_nodes
-    if layout is None:
-        chain, hop = chain_of_fragments(data)
-        idx = padded_index(chain, hop, n_chain)
-    else:
-        chain, hop, idx = layout
+    chain, hop, idx = layout if layout is not None else fragment_layout(data)
     if pass_prob is None:
         pass_prob = torch.ones_like(frag.base_load)
     reach = reach_probabilities(pass_prob, frag.exit_prob, chain, hop, n_chain, idx)
@@ -131,6 +135,7 @@ def load_features(
     # time at the stage / its service time (1 where the service time underflows to 0: no load)
     stay = torch.where(service > 0, at_stage / service.clamp(min=1e-300), 1.0)
     f32 = torch.float32
+    routed = [routing_features(data, (chain, hop, idx), reach)] if routing else []
     return {
         "fragment": torch.cat(
             [
@@ -139,6 +144,7 @@ def load_features(
                 torch.log(stay).clamp(max=30).unsqueeze(1).to(f32),
                 region_fill[dev_of].unsqueeze(1).to(f32),
                 squeeze.unsqueeze(1).to(f32),
+                *routed,
             ],
             dim=1,
         ),

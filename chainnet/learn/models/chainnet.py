@@ -10,6 +10,8 @@ Each of T rounds:
    by attention (`"gat"`: GATv2 from fragments to devices), and updates (GRUCell).
 Readouts give each fragment's pass probability, in (0, 1), and each chain's throughput ratio and
 response ratio as corrections to the queueing prior of `chainnet.learn.prior.load_features`.
+With `routing`, each fragment also reads how its jobs come from its previous device
+(`chainnet.learn.routing`: bursts released behind other chains' jobs, chains that travel together).
 
 FCR fixed point: the load features depend on the pass probabilities upstream. The model starts from
 nominal loads (every stage passes everything), predicts pass probabilities, recomputes the loads
@@ -38,14 +40,14 @@ from chainnet.learn.features import (
     DEVICE_LOAD,
     DEVICE_STATIC,
     FRAGMENT_LOAD,
+    FRAGMENT_ROUTING,
     FRAGMENT_STATIC,
     Normalizer,
 )
 from chainnet.learn.prior import (
-    chain_of_fragments,
     chain_outputs,
+    fragment_layout,
     load_features,
-    padded_index,
     pass_outputs,
 )
 
@@ -81,6 +83,7 @@ class ChainNet(nn.Module):
         chain_gru: bool = True,
         max_iter: int = 3,
         tol: float = 1e-3,
+        routing: bool = False,
     ):
         super().__init__()
         if device_agg not in DEVICE_AGGREGATIONS:
@@ -90,15 +93,17 @@ class ChainNet(nn.Module):
         at_least_one(hidden=hidden, rounds=rounds, max_iter=max_iter)
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
             raise ValueError(f"model.net.tol: got {tol!r}; must be a number >= 0")
-        if not isinstance(chain_gru, bool):
-            raise ValueError(f"model.net.chain_gru: got {chain_gru!r}; true or false")
+        for name, flag in (("chain_gru", chain_gru), ("routing", routing)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"model.net.{name}: got {flag!r}; true or false")
         self.hidden, self.rounds, self.max_iter, self.tol = hidden, rounds, max_iter, tol
-        self.device_agg, self.chain_gru = device_agg, chain_gru
+        self.device_agg, self.chain_gru, self.routing = device_agg, chain_gru, routing
+        fragment_in = len(FRAGMENT_STATIC) + len(FRAGMENT_LOAD) + routing * len(FRAGMENT_ROUTING)
         self.normalizer = Normalizer()
         self.enc = nn.ModuleDict(
             {
                 "chain": mlp(len(CHAIN_STATIC) + len(CHAIN_LOAD), hidden, hidden),
-                "fragment": mlp(len(FRAGMENT_STATIC) + len(FRAGMENT_LOAD), hidden, hidden),
+                "fragment": mlp(fragment_in, hidden, hidden),
                 "device": mlp(len(DEVICE_STATIC) + len(DEVICE_LOAD), hidden, hidden),
             }
         )
@@ -184,15 +189,18 @@ class ChainNet(nn.Module):
         are computed from them and the fixed point is skipped: one run, at the loads the model's
         fixed point should reach.
         """
-        chain, hop = chain_of_fragments(data)
-        layout = (chain, hop, padded_index(chain, hop, data["chain"].num_nodes))
+        layout = fragment_layout(data)
+        hop = layout[1]
         if pass_prob is None:
             pass_prob, runs = self._fixed_point(data, layout)
         else:
             runs = torch.ones(graph_count(data), dtype=torch.long, device=hop.device)
         # One run with gradients at the fixed point's loads.
-        chain_out, pass_out = self._run(data, load_features(data, pass_prob, layout), layout)
+        chain_out, pass_out = self._run(data, self._loads(data, pass_prob, layout), layout)
         return chain_out, pass_out, runs
+
+    def _loads(self, data, pass_prob, layout) -> dict[str, torch.Tensor]:
+        return load_features(data, pass_prob, layout, self.routing)
 
     @torch.no_grad()
     def _fixed_point(self, data, layout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +218,7 @@ class ChainNet(nn.Module):
         for _ in range(self.max_iter - 1):
             if not bool(active.any()):
                 break
-            _, new_pass = self._run(data, load_features(data, pass_prob, layout), layout)
+            _, new_pass = self._run(data, self._loads(data, pass_prob, layout), layout)
             change = scatter((new_pass - pass_prob).abs(), graph, 0, dim_size=n_graph, reduce="max")
             pass_prob = torch.where(active[graph], new_pass, pass_prob)
             runs += active

@@ -36,7 +36,7 @@ def routing_features(data, layout: tuple, reach: torch.Tensor) -> torch.Tensor:
     first, before = previous < 0, previous.clamp(min=0)
     came_from = torch.where(first, -1, dev_of[before])
     # stages of one device that come from one previous device: a compact id per (device, previous)
-    _, route = torch.unique(torch.stack([dev_of, came_from], dim=1), dim=0, return_inverse=True)
+    _, route = torch.unique(dev_of * (n_dev + 1) + came_from + 1, return_inverse=True)
     along = _sum(arrivals, route, int(route.max()) + 1 if len(route) else 0)[route] - arrivals
     total = _sum(arrivals, dev_of, n_dev)[dev_of]
     corouted = torch.where(first, 0.0, along / total.clamp(min=1e-300))

@@ -135,7 +135,7 @@ def load_features(
     # time at the stage / its service time (1 where the service time underflows to 0: no load)
     stay = torch.where(service > 0, at_stage / service.clamp(min=1e-300), 1.0)
     f32 = torch.float32
-    routed = [routing_features(data, (chain, hop, idx), reach)] if routing else []
+    routed = [routing_features(data, (chain, hop, idx), reach, service)] if routing else []
     return {
         "fragment": torch.cat(
             [

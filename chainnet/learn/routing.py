@@ -22,15 +22,17 @@ from torch_geometric.utils import scatter
 from chainnet.learn.features import FRAGMENT_STATIC
 
 
-def routing_features(data, layout: tuple, reach: torch.Tensor) -> torch.Tensor:
+def routing_features(
+    data, layout: tuple, reach: torch.Tensor, service: torch.Tensor
+) -> torch.Tensor:
     """[n_fragment, 2] float32: `corouted` and `burst` per stage, at the given reach
-    probabilities (jobs lost upstream arrive nowhere); `layout` = (chain, hop, padded index)."""
+    probabilities (jobs lost upstream arrive nowhere); `layout` = (chain, hop, padded index),
+    `service` each stage's mean service time (float64), as `load_features` has them."""
     frag = data["fragment"]
     chain, hop, idx = layout
     dev_of = data["fragment", "placed_on", "device"].edge_index[1]
     n_dev = data["device"].num_nodes
     arrivals = (frag.rate * reach).double()
-    service = (frag.base_load / frag.rate).double()
     scv = frag.x[:, FRAGMENT_STATIC.index("scv")].double()
     previous = torch.where(hop > 0, idx[chain, (hop - 1).clamp(min=0)], -1)
     first, before = previous < 0, previous.clamp(min=0)

@@ -219,7 +219,7 @@ def test_configs_share_their_blocks_and_every_command_writes_under_the_log_dir(t
         exp = compose(config_name="train", overrides=["experiment=chainnet_dsn24"])
         edge = compose(config_name="train", overrides=["experiment=edge"])
         gen = compose(config_name="datagen", overrides=["n=50000"])
-        default_root = compose(config_name="train").data.root
+        default = compose(config_name="train")
     # one optimizer, scheduler and loss block, shared through the defaults list
     shared = {k: v for k, v in models["chainnet_gin"].items() if k != "net"}
     assert shared["optimizer"]["lr"] == 0.001 and shared["floor"] == 0.1
@@ -239,8 +239,11 @@ def test_configs_share_their_blocks_and_every_command_writes_under_the_log_dir(t
     assert OmegaConf.to_container(edge.model.net) == {**chainnet_gin, "routing": False}
     assert edge.data.root.endswith("/edge") and edge.data.batch_size == 128
     assert edge.trainer.max_epochs == 40 and edge.callbacks.early_stopping.patience == 8
+    # the weights' average is the default (README: Training), not yet the edge surrogate's
+    assert default.callbacks.weight_averaging.decay == 0.999
+    assert edge.callbacks.weight_averaging is None
     # datagen writes where train.py reads by default
-    assert gen.out == exp.data.root == default_root
+    assert gen.out == exp.data.root == default.data.root
 
 
 def test_epoch_metrics_are_the_per_chain_metrics_eval_reports(tiny, tiny_run):

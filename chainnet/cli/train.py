@@ -68,7 +68,9 @@ def train(cfg: DictConfig) -> Trained:
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     datamodule = build(cfg.data, "data")
     model = build(cfg.model, "model", _recursive_=False)
-    callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
+    callbacks = [  # a callback set to null (`callbacks.weight_averaging=null`) is left out
+        build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c is not None
+    ]
     loggers = [build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items()]
     device = {"accelerator": accelerator_for(cfg.trainer.get("accelerator", "auto"))}
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **device)

@@ -11,6 +11,7 @@ from torch_geometric.data import Batch
 
 from chainnet.cli.common import CONF
 from chainnet.cli.train import train
+from chainnet.learn.averaging import WeightEMA
 from chainnet.learn.features import scenario_graph
 from chainnet.learn.module import QoSModule
 from chainnet.learn.surrogate import Surrogate
@@ -63,3 +64,22 @@ def test_trains_with_trainer_gpu_and_scores_on_the_gpu_as_on_the_cpu(tiny, tmp_p
     assert np.isfinite(gpu["throughput"]).all()
     for column in COMPARED:
         np.testing.assert_allclose(gpu[column], cpu[column], rtol=1e-4, err_msg=column)
+
+
+@needs_cuda
+def test_the_weights_average_follows_the_module_to_the_gpu(tiny, tmp_path, monkeypatch):
+    """The average is built before the module moves to the GPU; it must follow it there, or every
+    step would copy the weights to the CPU and average them there."""
+    seen = []
+    update = WeightEMA.on_train_batch_end
+
+    def spy(self, trainer, pl_module, *args):
+        seen.append({p.device.type for p in self._average_model.parameters()})
+        return update(self, trainer, pl_module, *args)
+
+    monkeypatch.setattr(WeightEMA, "on_train_batch_end", spy)
+    cfg = train_config(
+        tiny, tmp_path, "trainer=gpu", "trainer.max_epochs=1", "model.net.rounds=1", "test=false"
+    )
+    train(cfg)
+    assert seen and all(devices == {"cuda"} for devices in seen)

@@ -9,11 +9,11 @@ validation and writes it to each checkpoint's `state_dict` (the weights being tr
   steps. Lightning's `EMAWeightAveraging` has a fixed decay, hence our own `avg_fn`.
 - Only the parameters are averaged. The module's buffers are records, not weights: the
   normaliser's and the training ranges' statistics, and the prediction intervals, calibrated at
-  the end of each validation epoch on that epoch's residuals. Averaged, the intervals would drift
-  from the weights they were calibrated for, and their integer counts would be truncated. So the
-  average takes the module's buffers as they are whenever it is used: for validation (whose
-  residuals are then the average's, and calibrate its intervals), in a checkpoint, and at the end
-  of training.
+  the end of each validation epoch on that epoch's residuals (which are the average's, since the
+  average is what is validated). Averaged, the intervals would drift from the weights they were
+  calibrated for, and their integer counts would be truncated. `AveragedModel` copies the
+  module's buffers at every update; the intervals are fitted after the epoch's last update, so
+  the average takes the buffers again where it is saved (a checkpoint) and where it ends training.
 - A checkpoint read to test or predict (train.py tests its best one after fitting) is its
   average, the `state_dict`: Lightning's callback would load the weights being trained instead,
   whenever it was built for a fit before, and so test other weights than those scored and saved.
@@ -31,12 +31,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 def warmed_ema(decay: float):
     """`AveragedModel`'s `avg_fn`: the average after `n` updates moves to the weights by
-    1 - min(`decay`, (1 + n) / (10 + n)). Tensor arithmetic only: no device synchronisation."""
+    1 - min(`decay`, (1 + n) / (10 + n)), computed in float64 (in bfloat16 0.999 would round to
+    1, and in float16 n would overflow) and applied in the weights' dtype."""
 
     def average(mean: torch.Tensor, value: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        n = n.to(mean.dtype)
-        keep = torch.clamp((1 + n) / (10 + n), max=decay)
-        return mean + (value - mean) * (1 - keep)
+        n = n.to(torch.float64)
+        step = 1 - torch.clamp((1 + n) / (10 + n), max=decay)
+        return mean + (value - mean) * step.to(mean.dtype)
 
     return average
 
@@ -57,9 +58,11 @@ class WeightEMA(WeightAveraging):
         for mine, current in zip(self._average_model.module.buffers(), pl_module.buffers()):
             mine.copy_(current)
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._take_buffers(pl_module)
-        super().on_validation_epoch_start(trainer, pl_module)
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The average is built at setup, before the strategy moves the module to its device (a
+        # GPU): it follows the module there, so that updates and swaps stay on that device.
+        if self._average_model is not None:
+            self._average_model.to(pl_module.device)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

@@ -118,6 +118,20 @@ def check_resume(path: str | Path, module: torch.nn.Module) -> dict:
     bad = non_finite(ckpt["optimizer_states"], "optimizer_states")
     if bad:
         raise CheckpointError(f"{path}: {bad} holds NaN or infinite values; not used")
+    # The weights, and those being trained where weight averaging saved its average as the
+    # state_dict: both are loaded to resume.
+    for key in ("state_dict", "current_model_state"):
+        if key in ckpt:
+            check_fits(ckpt[key], module, path, key)
+    return ckpt
+
+
+def check_fits(weights: dict, module: torch.nn.Module, path: Path, key: str) -> None:
+    """One line (`CheckpointError`) if `weights` (the checkpoint's `key`) hold a NaN or an
+    infinity, or do not fit `module`'s weights by name and shape."""
+    bad = non_finite(weights, key)
+    if bad:
+        raise CheckpointError(f"{path}: {bad} holds NaN or infinite values; not used")
     # The training ranges and the prediction intervals are left out: a checkpoint made before
     # they were recorded resumes, and they are recorded then.
     expected = {
@@ -125,7 +139,7 @@ def check_resume(path: str | Path, module: torch.nn.Module) -> dict:
     }
     got = {
         k: tuple(v.shape)
-        for k, v in ckpt["state_dict"].items()
+        for k, v in weights.items()
         if isinstance(v, torch.Tensor) and not k.startswith(RECORDED)
     }
     unknown = sorted(set(got) - set(expected))
@@ -139,7 +153,6 @@ def check_resume(path: str | Path, module: torch.nn.Module) -> dict:
             f"{path}: its weights do not fit this run's model ({kind}: {detail}); resume with "
             "the model settings it was trained with"
         )
-    return ckpt
 
 
 def check_feature_version(ckpt: dict, path: Path, advice: str) -> None:

@@ -17,6 +17,8 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import CatMetric, MeanMetric
 
@@ -109,6 +111,19 @@ class QoSModule(L.LightningModule):
             self.net.normalizer.fit(batches)
         if not bool(self.ranges.fitted):  # also a resumed run of a checkpoint without them
             self.ranges.fit(batches)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint of a run with weight averaging holds the average as its weights and the
+        # weights being trained beside them. Resumed without averaging, training goes on from the
+        # latter (with averaging, `chainnet.learn.averaging.WeightEMA` restores both).
+        trainer = self._trainer
+        if (
+            "current_model_state" in checkpoint
+            and trainer is not None
+            and trainer.state.fn == TrainerFn.FITTING
+            and not any(isinstance(c, WeightAveraging) for c in trainer.callbacks)
+        ):
+            checkpoint["state_dict"] = checkpoint["current_model_state"]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The scenario preset of the training data, so the optimizer can warn when a problem lies

@@ -8,7 +8,7 @@ from torch_geometric.loader import DataLoader
 
 from chainnet.cli.train import build, train
 from chainnet.learn.averaging import WeightEMA, warmed_ema
-from chainnet.learn.checkpoint import CheckpointError, check_resume
+from chainnet.learn.checkpoint import CheckpointError, check_resume, read_checkpoint
 from chainnet.learn.data import QoSDataset
 from chainnet.learn.intervals import nonconformity, scenario_max_load
 from chainnet.learn.module import QoSModule
@@ -39,7 +39,7 @@ def _validation(module, data):
 
 def test_checkpoints_hold_the_average_and_the_weights_being_trained(ema_run):
     trained, out = ema_run
-    ckpt = torch.load(out / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(out / "checkpoints/last.ckpt")
     average, current = ckpt["state_dict"], ckpt["current_model_state"]
     assert average.keys() == current.keys()
     weights = [k for k in average if average[k].is_floating_point() and "normalizer" not in k]
@@ -85,7 +85,7 @@ def test_training_ends_on_the_average_with_the_last_intervals(tiny, tmp_path):
 
 def _moved_weights(last, tmp_path):
     """`last` with the weights being trained moved by 1 in one tensor: (file, that tensor's key)."""
-    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(last)
     key = next(k for k in ckpt["current_model_state"] if k.endswith("weight"))
     ckpt["current_model_state"][key] = ckpt["current_model_state"][key] + 1.0
     torch.save(ckpt, tmp_path / "moved.ckpt")
@@ -97,14 +97,12 @@ def test_a_run_resumes_from_the_weights_being_trained(tiny, ema_run, tmp_path, a
     """With averaging, training goes on from the weights being trained and the average goes on
     from the saved one; resumed without averaging, training still goes on from those weights."""
     moved, key = _moved_weights(ema_run[1] / "checkpoints/last.ckpt", tmp_path)
-    before = torch.load(moved, map_location="cpu", weights_only=True)
+    before = read_checkpoint(moved)
     cfg = config(tiny, tmp_path / "run", EMA if averaging else "callbacks.weight_averaging=null",
                  "model.net.rounds=1", "test=false", "trainer.max_epochs=2",
                  f"ckpt_path={moved}")  # fmt: skip
     train(cfg)
-    after = torch.load(
-        tmp_path / "run/checkpoints/last.ckpt", map_location="cpu", weights_only=True
-    )
+    after = read_checkpoint(tmp_path / "run/checkpoints/last.ckpt")
     assert after["epoch"] == before["epoch"] + 1
     weights = after["current_model_state"] if averaging else after["state_dict"]
     # a few Adam steps of 0.001 from the moved weights, far from the saved average
@@ -118,7 +116,7 @@ def test_a_run_resumes_from_the_weights_being_trained(tiny, ema_run, tmp_path, a
 
 def test_resuming_refuses_weights_being_trained_that_are_not_finite(ema_run, tmp_path):
     moved, key = _moved_weights(ema_run[1] / "checkpoints/last.ckpt", tmp_path)
-    ckpt = torch.load(moved, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(moved)
     ckpt["current_model_state"][key][0] = float("nan")
     torch.save(ckpt, moved)
     module = QoSModule.load_from_checkpoint(ema_run[1] / "checkpoints/last.ckpt", weights_only=True)
@@ -164,7 +162,7 @@ def test_null_trains_without_the_average(tiny, tmp_path):
     cfg = config(tiny, tmp_path, "callbacks.weight_averaging=null", "model.net.rounds=1",
                  "test=false", "trainer.max_epochs=1")  # fmt: skip
     trained = train(cfg)
-    ckpt = torch.load(trained.best, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(trained.best)
     assert "current_model_state" not in ckpt and "averaging_state" not in ckpt
     for name, value in trained.module.state_dict().items():  # the last step's weights
         assert torch.equal(value, ckpt["state_dict"][name]), name

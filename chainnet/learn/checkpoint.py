@@ -95,7 +95,10 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a checkpoint of train.py (no hyper_parameters)")
     if not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a checkpoint of train.py (no state_dict)")
-    bad = non_finite(ckpt["state_dict"])
+    # with weight averaging, the weights being trained are kept beside their average
+    bad = non_finite(ckpt["state_dict"]) or non_finite(
+        ckpt.get("current_model_state"), "current_model_state"
+    )
     if bad:
         raise CheckpointError(
             f"{path}: {bad} holds NaN or infinite values (a diverged training run, or altered "
@@ -119,7 +122,7 @@ def check_resume(path: str | Path, module: torch.nn.Module) -> dict:
     if bad:
         raise CheckpointError(f"{path}: {bad} holds NaN or infinite values; not used")
     # The weights, and those being trained where weight averaging saved its average as the
-    # state_dict: both are loaded to resume.
+    # state_dict: both are loaded to resume, and both must fit.
     for key in ("state_dict", "current_model_state"):
         if key in ckpt:
             check_fits(ckpt[key], module, path, key)
@@ -127,11 +130,8 @@ def check_resume(path: str | Path, module: torch.nn.Module) -> dict:
 
 
 def check_fits(weights: dict, module: torch.nn.Module, path: Path, key: str) -> None:
-    """One line (`CheckpointError`) if `weights` (the checkpoint's `key`) hold a NaN or an
-    infinity, or do not fit `module`'s weights by name and shape."""
-    bad = non_finite(weights, key)
-    if bad:
-        raise CheckpointError(f"{path}: {bad} holds NaN or infinite values; not used")
+    """One line (`CheckpointError`) if `weights` (the checkpoint's `key`; `read_checkpoint`
+    has checked they are finite) do not fit `module`'s weights by name and shape."""
     # The training ranges and the prediction intervals are left out: a checkpoint made before
     # they were recorded resumes, and they are recorded then.
     expected = {
